@@ -1,6 +1,6 @@
 """How well does each advantage estimator recover the true advantage? A testbed with exact values.
 
-The environment is the household text MDP of :mod:`benchmarks.text_mdp`: a finite latent MDP
+The environment is the household text MDP of :mod:`envs.household.mdp`: a finite latent MDP
 (room x what is held) rendered as ALFWorld-like text with a tunable amount of lexical noise, and a
 known epsilon-greedy rollout policy pi whose ``Q_t(s, a)`` and ``V_t(s)`` are computed exactly by
 finite-horizon dynamic programming. The target every estimator is scored against is the true
@@ -69,7 +69,7 @@ from scipy import stats
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.text_mdp import ROOM_NAMES, Episode, HouseMDP, render_episode, sample_task  # noqa: E402
+from envs.household.mdp import ROOM_NAMES, Episode, HouseMDP, render_episode, sample_task  # noqa: E402
 from rllib_proxmo.advantages import compute_advantages_with_diagnostics  # noqa: E402
 
 # label -> keyword arguments of compute_advantages

@@ -7,7 +7,7 @@ ProxMO over GRPO). Defaults are sized for a 2-core CPU: few groups, short
 responses, few turns; on a GPU raise them towards the paper's 16 x 8 groups.
 
     python benchmarks/iteration.py                      # SmolLM2 on ALFWorld, 1 iteration
-    python benchmarks/iteration.py --iterations 2 --tasks 4 --group-size 8
+    python benchmarks/iteration.py --stop-iters 2 --tasks 4 --group-size 8
 """
 
 from __future__ import annotations
@@ -16,45 +16,44 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from envs import ALFWORLD
+from rllib_proxmo.experiments.scale import CPU, env_configs
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model alias, directory or hub id")
-    parser.add_argument("--env", default="ALFWorld-v0")
-    parser.add_argument("--num-games", type=int, default=12, help="generated ALFWorld games in the split")
+    parser.add_argument("--model", default=CPU.model, help="model alias, directory or hub id")
+    parser.add_argument("--env", default=ALFWORLD)
+    parser.add_argument("--num-games", type=int, default=CPU.num_games, help="generated ALFWorld games in the split")
     parser.add_argument("--estimator", default="proxmo")
-    parser.add_argument("--tasks", type=int, default=2, help="task groups per iteration")
-    parser.add_argument("--group-size", type=int, default=4, help="rollouts per task")
-    parser.add_argument("--max-turns", type=int, default=3, help="turns per episode (truncation)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--micro-batch-size", type=int, default=4)
-    parser.add_argument("--env-runners", type=int, default=0, help="0 = sample on the driver")
-    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--tasks", type=int, default=CPU.tasks_per_iteration, help="task groups per iteration")
+    parser.add_argument("--group-size", type=int, default=CPU.group_size, help="rollouts per task")
+    parser.add_argument("--max-turns", type=int, default=CPU.max_turns, help="turns per episode (truncation)")
+    parser.add_argument("--max-new-tokens", type=int, default=CPU.max_new_tokens)
+    parser.add_argument("--micro-batch-size", type=int, default=CPU.micro_batch_size)
+    parser.add_argument("--num-env-runners", type=int, default=0, help="0 = sample on the driver")
+    parser.add_argument("--stop-iters", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args()
 
 
 def main() -> None:
-    # Arguments first: something in the ALFWorld stack rewrites sys.argv (DESIGN.md §5).
+    # Arguments first: importing the ALFWorld stack rewrites sys.argv (docs/design.md).
     args = parse_args()
     import ray
 
-    from rllib_proxmo.proxmo import ProxMOConfig
+    from rllib_proxmo.algorithm.proxmo import ProxMOConfig
+    from rllib_proxmo.experiments.runtime import start_ray
 
-    ray.init(
-        num_cpus=max(2, args.env_runners + 1),
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
-    env_config = {"num_games": args.num_games, "max_steps": 50} if args.env == "ALFWorld-v0" else {}
+    start_ray(num_cpus=max(2, args.num_env_runners + 1))
+    env_config = env_configs(args.env, replace(CPU, num_games=args.num_games))[0]
     config = (
         ProxMOConfig()
         .environment(args.env, env_config=env_config)
-        .env_runners(num_env_runners=args.env_runners)
+        .env_runners(num_env_runners=args.num_env_runners)
         .learners(num_learners=0)
         .rl_module(
             model_config={"model_name_or_path": args.model, "max_new_tokens": args.max_new_tokens, "temperature": 1.0}
@@ -72,7 +71,7 @@ def main() -> None:
     algo = config.build_algo()
     print(f"build_algo: {time.perf_counter() - start:.1f} s (model load, env runner, learner, reference copy)")
     rows = []
-    for iteration in range(1, args.iterations + 1):
+    for iteration in range(1, args.stop_iters + 1):
         result = algo.train()
         proxmo, runners, learner = result["proxmo"], result["env_runners"], result["learners"]["default_policy"]
         row = {

@@ -15,9 +15,14 @@ wrappers in :mod:`envs.llm_wrappers` turn them into LLM-facing environments
 
 import gymnasium as gym
 
+ALFWORLD = "ALFWorld-v0"
+WEBSHOP = "WebShop-v0"
+#: ALFWorld's short task types in the column order of the paper's Table 1.
+ALFWORLD_TASK_TYPES = ("pick", "look", "clean", "heat", "cool", "pick2")
+
 _REGISTRATIONS = {
-    "ALFWorld-v0": "envs.alfworld.env:ALFWorldEnv",
-    "WebShop-v0": "envs.webshop.env:WebShopEnv",
+    ALFWORLD: "envs.alfworld.env:ALFWorldEnv",
+    WEBSHOP: "envs.webshop.env:WebShopEnv",
 }
 
 for _env_id, _entry_point in _REGISTRATIONS.items():

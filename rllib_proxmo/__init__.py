@@ -13,14 +13,14 @@ __version__ = "0.1.0"
 # Ray-dependent names load on first use, so that importing the advantage
 # core (``rllib_proxmo.advantages``) does not import Ray.
 _LAZY = {
-    "ProxMO": "rllib_proxmo.proxmo",
-    "ProxMOConfig": "rllib_proxmo.proxmo",
-    "LLMRLModule": "rllib_proxmo.torch.llm_rl_module",
-    "ProxMOTorchLearner": "rllib_proxmo.torch.proxmo_torch_learner",
-    "GroupedEnvRunner": "rllib_proxmo.grouped_env_runner",
-    "HFEngine": "rllib_proxmo.engines.hf_engine",
-    "SamplingParams": "rllib_proxmo.engines.base",
-    "resolve_model_path": "rllib_proxmo.model_loading",
+    "ProxMO": "rllib_proxmo.algorithm.proxmo",
+    "ProxMOConfig": "rllib_proxmo.algorithm.proxmo",
+    "LLMRLModule": "rllib_proxmo.algorithm.torch.llm_rl_module",
+    "ProxMOTorchLearner": "rllib_proxmo.algorithm.torch.proxmo_torch_learner",
+    "GroupedEnvRunner": "rllib_proxmo.rollout.env_runner",
+    "HFEngine": "rllib_proxmo.rollout.engines.hf_engine",
+    "SamplingParams": "rllib_proxmo.rollout.engines.base",
+    "resolve_model_path": "rllib_proxmo.algorithm.torch.model_loading",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -4,7 +4,7 @@ Paper settings (DESIGN.md §8): Qwen2.5-1.5B-Instruct, 16 tasks x 8 rollouts per
 iteration, 150 iterations, 50 steps, evaluation on the unseen split, alpha=4, beta=0.1,
 tau=0.1. A Ray Tune grid of 4 estimators (``proxmo``, ``proxmo_no_psc``,
 ``proxmo_no_psa``, ``gigpo``) x 3 seeds = 12 trials, each logged to MLflow with an
-``estimator`` tag; ``python -m rllib_proxmo.report proxmo-ablation-alfworld`` renders
+``estimator`` tag; ``python -m rllib_proxmo.experiments.report proxmo-ablation-alfworld`` renders
 the comparison.
 
 Hardware and time: GPU cluster, one trial per GPU (``--num-gpus-per-learner 1
@@ -18,7 +18,8 @@ iteration, ``benchmarks/iteration.py``), so 12 trials take over an hour on 2 cor
     python tuned_examples/ablation_alfworld.py --cpu --seeds 0
 """
 
-from rllib_proxmo.experiments import ALFWORLD, Experiment, main
+from envs import ALFWORLD
+from rllib_proxmo.experiments.tune_runner import Experiment, main
 
 EXPERIMENT = Experiment(
     name="proxmo-ablation-alfworld",

@@ -19,10 +19,11 @@ not measured (an ALFWorld iteration of this size takes ~163 s on 2 cores,
     python tuned_examples/gigpo_webshop.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/gigpo_webshop.py --cpu --no-tune --seeds 0   # one run, no Tune
     python tuned_examples/gigpo_webshop.py --num-gpus-per-learner 1 --num-gpus-per-env-runner 1
-    python -m rllib_proxmo.report gigpo-webshop                      # table and learning curves
+    python -m rllib_proxmo.experiments.report gigpo-webshop                      # table and learning curves
 """
 
-from rllib_proxmo.experiments import WEBSHOP, Experiment, main
+from envs import WEBSHOP
+from rllib_proxmo.experiments.tune_runner import Experiment, main
 
 EXPERIMENT = Experiment(name="gigpo-webshop", env=WEBSHOP, estimators=("gigpo",), description=__doc__)
 

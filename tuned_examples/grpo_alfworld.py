@@ -18,10 +18,11 @@ cores (ALFWorld: ~163 s per iteration measured by ``benchmarks/iteration.py``).
     python tuned_examples/grpo_alfworld.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/grpo_alfworld.py --cpu --no-tune --seeds 0   # one run, no Tune
     python tuned_examples/grpo_alfworld.py --num-gpus-per-learner 1 --num-gpus-per-env-runner 1
-    python -m rllib_proxmo.report grpo-alfworld                      # table and learning curves
+    python -m rllib_proxmo.experiments.report grpo-alfworld                      # table and learning curves
 """
 
-from rllib_proxmo.experiments import ALFWORLD, Experiment, main
+from envs import ALFWORLD
+from rllib_proxmo.experiments.tune_runner import Experiment, main
 
 EXPERIMENT = Experiment(name="grpo-alfworld", env=ALFWORLD, estimators=("grpo",), description=__doc__)
 

@@ -19,10 +19,11 @@ cores (ALFWorld: ~163 s per iteration measured by ``benchmarks/iteration.py``).
     python tuned_examples/proxmo_alfworld.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/proxmo_alfworld.py --cpu --no-tune --seeds 0   # one run, no Tune
     python tuned_examples/proxmo_alfworld.py --num-gpus-per-learner 1 --num-gpus-per-env-runner 1
-    python -m rllib_proxmo.report proxmo-alfworld                      # table and learning curves
+    python -m rllib_proxmo.experiments.report proxmo-alfworld                      # table and learning curves
 """
 
-from rllib_proxmo.experiments import ALFWORLD, Experiment, main
+from envs import ALFWORLD
+from rllib_proxmo.experiments.tune_runner import Experiment, main
 
 EXPERIMENT = Experiment(name="proxmo-alfworld", env=ALFWORLD, estimators=("proxmo",), description=__doc__)
 

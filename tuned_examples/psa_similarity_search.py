@@ -1,14 +1,14 @@
 """Choose PSA's similarity (tau, TF-IDF options, scope) by cross-validation on logged rollouts.
 
 PSA's baseline is a kernel regression of step returns on state text
-(:class:`rllib_proxmo.psa_regression.PSABaselineRegressor`), so its
+(:class:`rllib_proxmo.analysis.psa_regression.PSABaselineRegressor`), so its
 hyperparameters can be scored by how well it predicts the returns-to-go of
 held-out episodes from the other episodes of their task group: a Ray Tune
 search whose trials are minutes of CPU, not RL runs. (``tune-sklearn``, which
 wrapped scikit-learn searches in Ray Tune, does not import with Ray 2.60; this
 calls Ray Tune directly.)
 
-Every trial uses the same folds (:func:`~rllib_proxmo.psa_regression.episode_folds`,
+Every trial uses the same folds (:func:`~rllib_proxmo.analysis.psa_regression.episode_folds`,
 whole episodes held out), so trials are compared fold by fold. Printed:
 
 - references on the same folds: the group mean (tau -> inf over the group), the
@@ -22,7 +22,7 @@ whole episodes held out), so trials are compared fold by fold. Printed:
   difference is given with its standard error.
 
 Input: ``--rollouts PATH`` (a file or directory written by
-:func:`rllib_proxmo.rollouts.save_rollouts`) or ``--synthetic``: rollouts of
+:func:`rllib_proxmo.analysis.rollout_files.save_rollouts`) or ``--synthetic``: rollouts of
 the household text MDP of ``benchmarks/text_mdp.py`` (ALFWorld-like text with
 lexical noise ``--noise``; 0.07 gives about the singleton rate the paper
 reports for ALFWorld), saved under ``--storage-path`` (or a temporary
@@ -53,7 +53,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.credit_assignment import roll_out  # noqa: E402
 from rllib_proxmo.advantages import returns_to_go  # noqa: E402
-from rllib_proxmo.psa_regression import (  # noqa: E402
+from rllib_proxmo.analysis.psa_regression import (  # noqa: E402
     CrossValidation,
     ExactMatchRegressor,
     PSABaselineRegressor,
@@ -61,7 +61,7 @@ from rllib_proxmo.psa_regression import (  # noqa: E402
     evaluate_folds,
     step_returns,
 )
-from rllib_proxmo.rollouts import load_rollouts, save_rollouts  # noqa: E402
+from rllib_proxmo.analysis.rollout_files import load_rollouts, save_rollouts  # noqa: E402
 
 PAPER_TAU = 0.1
 TAU_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)

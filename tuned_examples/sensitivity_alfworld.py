@@ -17,12 +17,13 @@ CPU variant (``--cpu``): SmolLM2-135M, 12 generated games, 2 tasks x 4 rollouts,
 2 iterations: about 6 minutes per trial (~163 s per iteration, ``benchmarks/iteration.py``).
 
     python tuned_examples/sensitivity_alfworld.py --sweep tau --cpu --seeds 0
-    python -m rllib_proxmo.report proxmo-sensitivity-tau-alfworld --group-by tau
+    python -m rllib_proxmo.experiments.report proxmo-sensitivity-tau-alfworld --group-by tau
 """
 
 import argparse
 
-from rllib_proxmo.experiments import ALFWORLD, Experiment, main
+from envs import ALFWORLD
+from rllib_proxmo.experiments.tune_runner import Experiment, main
 
 GRIDS = {
     "alpha": (1.0, 2.0, 4.0, 8.0, 16.0),

@@ -14,15 +14,23 @@ from typing import Any, NamedTuple
 
 import alfworld.gen.goal_library as goal_library
 
+from envs import ALFWORLD_TASK_TYPES
+
 #: Short task-type names (the paper's Table 1 columns) -> ALFRED task types.
-TASK_TYPES: dict[str, str] = {
-    "pick": "pick_and_place_simple",
-    "look": "look_at_obj_in_light",
-    "clean": "pick_clean_then_place_in_recep",
-    "heat": "pick_heat_then_place_in_recep",
-    "cool": "pick_cool_then_place_in_recep",
-    "pick2": "pick_two_obj_and_place",
-}
+TASK_TYPES: dict[str, str] = dict(
+    zip(
+        ALFWORLD_TASK_TYPES,
+        (
+            "pick_and_place_simple",
+            "look_at_obj_in_light",
+            "pick_clean_then_place_in_recep",
+            "pick_heat_then_place_in_recep",
+            "pick_cool_then_place_in_recep",
+            "pick_two_obj_and_place",
+        ),
+        strict=True,
+    )
+)
 #: ALFRED task types -> short names.
 SHORT_NAMES: dict[str, str] = {alfred: short for short, alfred in TASK_TYPES.items()}
 

@@ -12,16 +12,17 @@ per-batch statistics. No Ray or torch import happens here.
 """
 
 from rllib_proxmo.advantages.batch import StepBatch, returns_to_go
-from rllib_proxmo.advantages.episode import episode_zscore, psc_weight, success_rate
+from rllib_proxmo.advantages.episode_term import episode_zscore, psc_weight, success_rate
 from rllib_proxmo.advantages.estimators import (
+    ADVANTAGE_HYPERPARAMETERS,
     ESTIMATORS,
     AdvantageConfig,
     advantage_diagnostics,
     compute_advantages,
     compute_advantages_with_diagnostics,
 )
-from rllib_proxmo.advantages.official import official_advantages
-from rllib_proxmo.advantages.step import (
+from rllib_proxmo.advantages.release import official_advantages
+from rllib_proxmo.advantages.step_term import (
     PSA_SCOPES,
     SoftBaseline,
     check_scope,
@@ -32,6 +33,7 @@ from rllib_proxmo.advantages.step import (
 )
 
 __all__ = [
+    "ADVANTAGE_HYPERPARAMETERS",
     "ESTIMATORS",
     "PSA_SCOPES",
     "AdvantageConfig",

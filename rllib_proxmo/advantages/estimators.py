@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
 from rllib_proxmo.advantages.batch import StepBatch
-from rllib_proxmo.advantages.episode import episode_zscore, psc_weight, success_rate
-from rllib_proxmo.advantages.official import official_advantages
-from rllib_proxmo.advantages.step import (
+from rllib_proxmo.advantages.episode_term import episode_zscore, psc_weight, success_rate
+from rllib_proxmo.advantages.release import official_advantages
+from rllib_proxmo.advantages.step_term import (
     check_scope,
     exact_match_groups,
     gigpo_step_advantage,
@@ -32,6 +32,7 @@ from rllib_proxmo.advantages.step import (
 )
 
 __all__ = [
+    "ADVANTAGE_HYPERPARAMETERS",
     "ESTIMATORS",
     "AdvantageConfig",
     "advantage_diagnostics",
@@ -43,22 +44,17 @@ ESTIMATORS = ("proxmo", "grpo", "gigpo", "proxmo_no_psc", "proxmo_no_psa", "prox
 
 _USES_PSC = {"proxmo", "proxmo_no_psa"}
 _USES_PSA = {"proxmo", "proxmo_no_psc"}
-_PAPER_BETA = 0.1
 
 
 @dataclass(frozen=True)
 class AdvantageConfig:
     """Which estimator and its hyperparameters; checked on construction.
 
-    Attributes:
-        estimator: one of :data:`ESTIMATORS` (see the module docstring).
-        alpha: PSC steepness (paper: 4).
-        beta: PSC strength (paper: 0.1).
-        tau: PSA softmax temperature, > 0 (paper: 0.1).
-        gamma: discount of the returns-to-go in [0, 1] (paper: 0.95).
-        omega: weight of the step-level term (paper: 1).
-        psa_scope: ``"same_step"`` compares a step with the steps of its group
-            at the same t (paper Eq. 10); ``"group"`` with all steps of the group.
+    This dataclass is the one place the credit-assignment defaults are written
+    (the paper's, Appendix C.1): ``ProxMOConfig`` takes its attributes from its
+    fields, the main job derives its command-line flags from them and the Tune
+    runner its sweepable settings. Each field's ``metadata["help"]`` is its
+    documentation.
 
     Raises:
         ValueError: an unknown estimator or scope, a non-finite number,
@@ -66,13 +62,18 @@ class AdvantageConfig:
             the paper's with ``proxmo_official`` (the release fixes it).
     """
 
-    estimator: str = "proxmo"
-    alpha: float = 4.0
-    beta: float = 0.1
-    tau: float = 0.1
-    gamma: float = 0.95
-    omega: float = 1.0
-    psa_scope: str = "same_step"
+    estimator: str = field(default="proxmo", metadata={"help": f"credit assignment: one of {', '.join(ESTIMATORS)}"})
+    alpha: float = field(default=4.0, metadata={"help": "PSC steepness alpha (Eq. 6)"})
+    beta: float = field(default=0.1, metadata={"help": "PSC strength beta (Eq. 6)"})
+    tau: float = field(default=0.1, metadata={"help": "PSA softmax temperature tau, > 0 (Eq. 10)"})
+    gamma: float = field(default=0.95, metadata={"help": "discount of the returns-to-go, in [0, 1] (Eq. 8)"})
+    omega: float = field(default=1.0, metadata={"help": "weight omega of the step-level term (Eq. 12)"})
+    psa_scope: str = field(
+        default="same_step",
+        metadata={
+            "help": "PSA candidates: 'same_step' (the group's steps at the same t, Eq. 10) or 'group' (all its steps)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -86,22 +87,38 @@ class AdvantageConfig:
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         check_scope(self.psa_scope)
-        if self.estimator == "proxmo_official" and self.beta != _PAPER_BETA:
+        if self.estimator == "proxmo_official" and self.beta != _default("beta"):
             raise ValueError(
                 "proxmo_official uses the release's fixed strength beta=0.05/(sigmoid(1)-0.5); "
                 "the beta argument applies to the paper's estimators only"
             )
 
 
+def _default(name: str):
+    return next(f.default for f in fields(AdvantageConfig) if f.name == name)
+
+
+#: The hyperparameters of :class:`AdvantageConfig` (every field but ``estimator``): what a sweep may vary.
+ADVANTAGE_HYPERPARAMETERS = tuple(f.name for f in fields(AdvantageConfig) if f.name != "estimator")
+
+
+def _resolve(config: AdvantageConfig | None, settings: dict) -> AdvantageConfig:
+    """``config`` with ``settings`` applied (a fresh default config when ``config`` is None)."""
+    if config is None:
+        return AdvantageConfig(**settings)
+    if not isinstance(config, AdvantageConfig):
+        raise TypeError(f"config must be an AdvantageConfig, got {type(config).__name__}")
+    return replace(config, **settings) if settings else config
+
+
 def compute_advantages_with_diagnostics(
-    group_id, episode_id, t, reward, state: Sequence[str], success, **config
+    group_id, episode_id, t, reward, state: Sequence[str], success, config: AdvantageConfig | None = None, **settings
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Advantages and the batch diagnostics of :func:`advantage_diagnostics` in one pass.
 
-    Takes the same arguments as :func:`compute_advantages`; ``config`` holds
-    the fields of :class:`AdvantageConfig`.
+    Takes the same arguments as :func:`compute_advantages`.
     """
-    cfg = AdvantageConfig(**config)
+    cfg = _resolve(config, settings)
     batch = StepBatch.from_arrays(group_id, episode_id, t, reward, state, success)
     diagnostics = _batch_diagnostics(batch)
     if cfg.estimator == "proxmo_official":
@@ -141,14 +158,8 @@ def compute_advantages(
     reward,
     state: Sequence[str],
     success,
-    *,
-    estimator: str = "proxmo",
-    alpha: float = 4.0,
-    beta: float = 0.1,
-    tau: float = 0.1,
-    gamma: float = 0.95,
-    omega: float = 1.0,
-    psa_scope: str = "same_step",
+    config: AdvantageConfig | None = None,
+    **settings,
 ) -> np.ndarray:
     """One advantage per step, ``A = episode term + omega * step term``.
 
@@ -163,8 +174,10 @@ def compute_advantages(
             (what PSA and GiGPO compare; not the rendered prompt).
         success: (n,) bools (or 0/1), whether the step's episode succeeded;
             the same for all steps of an episode. Drives PSC's success rate.
-        estimator, alpha, beta, tau, gamma, omega, psa_scope: see
-            :class:`AdvantageConfig` (defaults: the paper's).
+        config: the estimator and its hyperparameters (default: the paper's).
+        **settings: fields of :class:`AdvantageConfig` (``estimator``, ``alpha``,
+            ``beta``, ``tau``, ``gamma``, ``omega``, ``psa_scope``) that
+            override ``config``.
 
     Rows may come in any order; the result is in the input order.
 
@@ -182,11 +195,12 @@ def compute_advantages(
             across groups, non-binary or inconsistent success values, bad step
             indices, ``tau <= 0``, an unknown estimator or scope.
     """
-    config = dict(estimator=estimator, alpha=alpha, beta=beta, tau=tau, gamma=gamma, omega=omega, psa_scope=psa_scope)
-    return compute_advantages_with_diagnostics(group_id, episode_id, t, reward, state, success, **config)[0]
+    return compute_advantages_with_diagnostics(group_id, episode_id, t, reward, state, success, config, **settings)[0]
 
 
-def advantage_diagnostics(group_id, episode_id, t, reward, state: Sequence[str], success, **config) -> dict[str, float]:
+def advantage_diagnostics(
+    group_id, episode_id, t, reward, state: Sequence[str], success, config: AdvantageConfig | None = None, **settings
+) -> dict[str, float]:
     """Batch statistics of the credit assignment, flat and ready to log as metrics.
 
     Keys (all floats):
@@ -194,7 +208,7 @@ def advantage_diagnostics(group_id, episode_id, t, reward, state: Sequence[str],
     - ``num_steps``, ``num_episodes``, ``num_groups``, ``success_rate`` (fraction
       of episodes), ``zero_std_group_fraction`` (groups whose episode returns
       are all equal, so GRPO's episode term is 0 for them);
-    - ``gigpo_singleton_fraction`` and ``gigpo_step_group_size_{1,2,3,gt3}``:
+    - ``gigpo_singleton_fraction`` (size 1) and ``gigpo_step_group_size_{2,3,gt3}``:
       fraction of steps whose exact-match step group (same task group and
       identical state text) has that size, the paper's Table 2; reported for
       every estimator since it describes the batch;
@@ -205,7 +219,7 @@ def advantage_diagnostics(group_id, episode_id, t, reward, state: Sequence[str],
 
     Takes the same arguments as :func:`compute_advantages`.
     """
-    return compute_advantages_with_diagnostics(group_id, episode_id, t, reward, state, success, **config)[1]
+    return compute_advantages_with_diagnostics(group_id, episode_id, t, reward, state, success, config, **settings)[1]
 
 
 def _batch_diagnostics(batch: StepBatch) -> dict[str, float]:
@@ -226,7 +240,6 @@ def _batch_diagnostics(batch: StepBatch) -> dict[str, float]:
         success_rate=float(batch.episode_success.mean()),
         zero_std_group_fraction=float(1.0 - groups_with_signal.mean()),
         gigpo_singleton_fraction=float(np.mean(size == 1)),
-        gigpo_step_group_size_1=float(np.mean(size == 1)),
         gigpo_step_group_size_2=float(np.mean(size == 2)),
         gigpo_step_group_size_3=float(np.mean(size == 3)),
         gigpo_step_group_size_gt3=float(np.mean(size > 3)),

@@ -1,0 +1,90 @@
+"""ProxMO as the authors' released code computes it (``estimator="proxmo_official"``).
+
+The release (verl-based ``core_proxmo.py``) departs from the paper in ways that
+change the numbers; this module reproduces it so that users can compare the
+two (DESIGN.md §3 describes the release; this code was written from that
+description):
+
+- rewards are scaled by 10, so a success scores 10;
+- the episode baseline is the mean episode score over the group's *rows*
+  (steps), so long episodes weigh more, and there is no division by the std;
+- PSC raises to powers, ``sigmoid(d**alpha)`` / ``sigmoid(-p**alpha)``, with
+  ``p = clip(mean score, 0, 1)`` on the 10-scale, and a fixed strength
+  ``beta = 0.05 / (sigmoid(1) - 0.5)`` (about 0.216);
+- TF-IDF keeps the 1024 most frequent terms of the whole batch and rows are
+  divided by ``norm + 1e-8`` (an empty state then has similarity 0 even with
+  itself);
+- PSA compares every step of the group (no same-step rule).
+
+The paper-faithful ``"proxmo"`` estimator is the default of this library:
+it is what the paper specifies, its episode term is scale-free (binary or
+fractional rewards give the same z-scores), and its PSC weights depend on the
+group success rate as Eq. 6 intends rather than saturating at p = 1 as soon as
+one episode of the group succeeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from rllib_proxmo.advantages.batch import StepBatch
+from rllib_proxmo.advantages.episode_term import group_mean_std, sigmoid
+from rllib_proxmo.advantages.step_term import similarity_softmax
+
+__all__ = ["RELEASE_BETA", "RELEASE_MAX_FEATURES", "RELEASE_REWARD_SCALE", "official_advantages"]
+
+RELEASE_REWARD_SCALE = 10.0
+RELEASE_BETA = 0.05 / (float(sigmoid(np.float64(1.0))) - 0.5)
+RELEASE_MAX_FEATURES = 1024
+_NORM_EPS = 1e-8
+
+
+def official_advantages(batch: StepBatch, *, alpha: float, tau: float, gamma: float, omega: float) -> np.ndarray:
+    """(n,) advantages exactly as the authors' release computes them.
+
+    Args:
+        batch: the validated steps.
+        alpha: PSC exponent (the release raises to this power).
+        tau: softmax temperature over whole-group similarities.
+        gamma: discount of the returns-to-go (on 10-scaled rewards).
+        omega: weight of the step term (the release uses 1).
+    """
+    n = batch.num_steps
+    if not n:
+        return np.zeros(0)
+    score = RELEASE_REWARD_SCALE * batch.episode_return[batch.episode_index]
+    count, mean, _ = group_mean_std(score, batch.group_index)
+    mean = np.where(count > 1, mean, 0.0)
+    p = np.clip(mean, 0.0, 1.0)
+    modulation = np.where(
+        score > 0.5,
+        sigmoid(np.power(1.0 - p, alpha)) - 0.5,
+        sigmoid(-np.power(p, alpha)) - 0.5,
+    )
+    episode_term = (score - mean) * (1.0 + RELEASE_BETA * modulation)
+
+    scaled = dataclasses.replace(batch, reward=RELEASE_REWARD_SCALE * batch.reward)
+    returns = scaled.returns_to_go(gamma)
+    return episode_term + omega * (returns - _group_soft_baseline(batch, returns, tau))
+
+
+def _group_soft_baseline(batch: StepBatch, returns: np.ndarray, tau: float) -> np.ndarray:
+    try:
+        features = TfidfVectorizer(max_features=RELEASE_MAX_FEATURES).fit_transform(batch.state).tocsr()
+    except ValueError:  # no token in the whole batch
+        features = None
+    baseline = np.empty(batch.num_steps)
+    for group in range(batch.num_groups):
+        rows = np.flatnonzero(batch.group_index == group)
+        if features is None:
+            similarity = np.zeros((len(rows), len(rows)))
+        else:
+            block = features[rows]
+            norms = np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel())
+            block = block.multiply(1.0 / (norms + _NORM_EPS)[:, None]).tocsr()
+            similarity = (block @ block.T).toarray()
+        baseline[rows] = similarity_softmax(similarity, tau) @ returns[rows]
+    return baseline

@@ -1,0 +1,454 @@
+"""ProxMO (proximity-based multi-turn optimisation) as an RLlib Algorithm.
+
+One training iteration (:meth:`ProxMO.training_step`):
+
+1. the driver draws ``tasks_per_iteration`` group requests (a reset seed each, and a
+   task id when ``task_ids`` is configured) from its own seeded RNG;
+2. whole groups are spread over the healthy env runners, which play each task
+   ``group_size`` times with batched generation (:class:`GroupedEnvRunner`); groups
+   of a runner that crashed are retried once on the restored runners, then dropped
+   (``num_groups_dropped``);
+3. :class:`GroupAdvantages` computes per-step advantages over the complete batch
+   on the driver (timed on its own);
+4. episodes are sharded by group across learners; the learner connector
+   (:class:`TokenTrainBatch`) pads tokens and the learner runs token-level PPO;
+5. new weights go to the env runners.
+
+The ``estimator`` setting swaps ProxMO for GRPO, GiGPO or an ablation with every
+other setting unchanged. Defaults are the paper's and its release's (``docs/design.md``).
+
+Metrics in each ``train()`` result:
+
+- ``env_runners``: :func:`rllib_proxmo.rollout.metrics.episode_metrics` of the iteration's
+  episodes (success rate overall and per task type, score, episode length,
+  format-valid and admissible-action rates);
+- ``learners/default_policy``: ``policy_loss``, ``kl`` (k3 to the reference),
+  ``entropy``, ``clip_fraction``, ``ratio_mean``,
+  ``first_epoch_max_abs_ratio_minus_one`` (0 when on-policy), ``grad_norm``
+  (before clipping), ``num_response_tokens``;
+- ``proxmo/advantages``: the credit-assignment core's diagnostics (PSC weight range,
+  PSA effective neighbours, GiGPO singleton fraction, ...);
+- ``proxmo``: ``num_groups``, ``num_groups_dropped``, ``generated_tokens``,
+  ``generated_tokens_per_s`` (per second of generation time, summed over env
+  runners, i.e. the throughput of one runner), and the time split ``time_*_s``
+  (sampling = generation + env resets + env steps + prompt tokenisation,
+  advantages, learning, weight sync, iteration)
+  with ``advantage_time_fraction`` = advantages / iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import ray
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.connectors.learner.learner_connector_pipeline import LearnerConnectorPipeline
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+from ray.tune.registry import register_trainable
+
+from rllib_proxmo.advantages import AdvantageConfig
+from rllib_proxmo.algorithm.group_advantages import GroupAdvantages
+from rllib_proxmo.algorithm.sharding import group_episodes, shard_by_group
+from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
+from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
+from rllib_proxmo.algorithm.torch.proxmo_torch_learner import ProxMOTorchLearner
+from rllib_proxmo.analysis.rollout_files import iteration_file, save_rollouts
+from rllib_proxmo.rollout.env_runner import (
+    ENV_RESET_S,
+    ENV_STEP_S,
+    GENERATED_TOKENS,
+    GENERATION_S,
+    RUNNER_STATS,
+    GroupedEnvRunner,
+)
+from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, step_columns
+from rllib_proxmo.rollout.metrics import episode_metrics
+
+ADVANTAGE_TIMER = "advantage_computation"
+PROXMO_RESULTS = "proxmo"
+ADVANTAGE_RESULTS = "advantages"
+SAMPLER_STATE = "proxmo_group_sampler"
+
+
+class ProxMOConfig(AlgorithmConfig):
+    """Configuration of :class:`ProxMO` (see :meth:`training` for its own settings)."""
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or ProxMO)
+        # Credit assignment (paper §4): estimator, alpha, beta, tau, gamma, omega,
+        # psa_scope, with the defaults written once, in AdvantageConfig.
+        for setting in fields(AdvantageConfig):
+            setattr(self, setting.name, setting.default)
+        # Grouped rollouts: 16 tasks x 8 rollouts per iteration (release).
+        self.group_size = 8
+        self.tasks_per_iteration = 16
+        self.task_ids: list[Any] | None = None
+        self.max_turns: int | None = None
+        self.sample_retries = 1
+        self.llm_env_config: dict[str, Any] | None = {}
+        # Where each iteration's steps are written (Parquet, rllib_proxmo.analysis.rollout_files); None: not kept.
+        self.rollouts_dir: str | None = None
+        # Optimisation (release: lr 1e-6, clip 0.2, KL 0.01, entropy 0.001, grad clip 1, 1 epoch).
+        self.lr = 1e-6
+        self.clip_param = 0.2
+        self.kl_coeff = 0.01
+        self.entropy_coeff = 0.001
+        self.grad_clip = 1.0
+        self.num_epochs = 1
+        self.micro_batch_size = 4
+        # Evaluation: each sampled task once, greedy unless model_config says otherwise.
+        self.evaluation_num_tasks = 16
+        self.evaluation_group_size = 1
+        self.env_runner_cls = GroupedEnvRunner
+        self.num_env_runners = 0
+
+    def training(
+        self,
+        *,
+        estimator: str = NotProvided,
+        group_size: int = NotProvided,
+        tasks_per_iteration: int = NotProvided,
+        task_ids: Sequence[Any] | None = NotProvided,
+        alpha: float = NotProvided,
+        beta: float = NotProvided,
+        tau: float = NotProvided,
+        omega: float = NotProvided,
+        psa_scope: str = NotProvided,
+        clip_param: float = NotProvided,
+        kl_coeff: float = NotProvided,
+        entropy_coeff: float = NotProvided,
+        num_epochs: int = NotProvided,
+        micro_batch_size: int = NotProvided,
+        max_turns: int | None = NotProvided,
+        sample_retries: int = NotProvided,
+        llm_env_config: dict[str, Any] | None = NotProvided,
+        rollouts_dir: str | None = NotProvided,
+        **kwargs: Any,
+    ) -> ProxMOConfig:
+        """ProxMO settings; other keywords (``lr``, ``gamma``, ``grad_clip``, ...) go to RLlib.
+
+        Args:
+            estimator: "proxmo", "grpo", "gigpo", "proxmo_no_psc", "proxmo_no_psa",
+                "proxmo_official".
+            group_size: Rollouts per task (N).
+            tasks_per_iteration: Task groups per iteration.
+            task_ids: Tasks to draw from (uniformly, with replacement); None lets each
+                env pick its task from the group's reset seed.
+            alpha, beta, tau, omega, psa_scope (and ``gamma``): the credit
+                assignment's hyperparameters, documented on
+                :class:`~rllib_proxmo.advantages.AdvantageConfig` (alpha: PSC
+                steepness, beta: PSC strength, tau: PSA temperature).
+            clip_param: PPO clip range epsilon.
+            kl_coeff: Weight of the k3 KL to the reference policy.
+            entropy_coeff: Entropy bonus weight.
+            num_epochs: PPO epochs (one optimizer step per epoch).
+            micro_batch_size: Turns per micro-batch for gradient accumulation.
+            max_turns: Cut episodes after this many turns (None: env's own limit).
+            sample_retries: Times the groups of a crashed env runner are re-played.
+            llm_env_config: Keywords of ``envs.llm_wrappers.make_llm_env`` (prompt
+                template, history, invalid-action penalty, require_think); None when
+                the env already takes raw LLM outputs and returns prompts.
+            rollouts_dir: Write every iteration's steps (state text, rewards, success,
+                task) to ``<dir>/iteration_<k>.parquet`` for offline analysis such as
+                ``tuned_examples/psa_similarity_search.py --rollouts <dir>``.
+        """
+        super().training(**kwargs)
+        settings = dict(
+            estimator=estimator,
+            group_size=group_size,
+            tasks_per_iteration=tasks_per_iteration,
+            task_ids=task_ids,
+            alpha=alpha,
+            beta=beta,
+            tau=tau,
+            omega=omega,
+            psa_scope=psa_scope,
+            clip_param=clip_param,
+            kl_coeff=kl_coeff,
+            entropy_coeff=entropy_coeff,
+            num_epochs=num_epochs,
+            micro_batch_size=micro_batch_size,
+            max_turns=max_turns,
+            sample_retries=sample_retries,
+            llm_env_config=llm_env_config,
+            rollouts_dir=rollouts_dir,
+        )
+        for name, value in settings.items():
+            if value is not NotProvided:
+                setattr(self, name, list(value) if name == "task_ids" and value is not None else value)
+        return self
+
+    def evaluation(
+        self, *, evaluation_num_tasks: int = NotProvided, evaluation_group_size: int = NotProvided, **kwargs: Any
+    ) -> ProxMOConfig:
+        """RLlib evaluation settings plus the number of tasks and rollouts per task."""
+        super().evaluation(**kwargs)
+        if evaluation_num_tasks is not NotProvided:
+            self.evaluation_num_tasks = evaluation_num_tasks
+        if evaluation_group_size is not NotProvided:
+            self.evaluation_group_size = evaluation_group_size
+        return self
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=LLMRLModule)
+
+    def get_default_learner_class(self) -> type:
+        return ProxMOTorchLearner
+
+    def build_learner_connector(self, input_observation_space: Any, input_action_space: Any, device: Any = None):
+        return LearnerConnectorPipeline(
+            connectors=[TokenTrainBatch()],
+            input_observation_space=input_observation_space,
+            input_action_space=input_action_space,
+        )
+
+    @property
+    def advantage_config(self) -> AdvantageConfig:
+        """The credit-assignment settings of this config, typed and validated."""
+        return AdvantageConfig(**{setting.name: getattr(self, setting.name) for setting in fields(AdvantageConfig)})
+
+    def validate(self) -> None:
+        super().validate()
+        try:
+            _ = self.advantage_config
+        except ValueError as error:
+            self._value_error(str(error))
+        checks = [
+            (self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}"),
+            (self.tasks_per_iteration >= 1, f"tasks_per_iteration must be >= 1, got {self.tasks_per_iteration}"),
+            (self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}"),
+            (self.num_epochs >= 1, f"num_epochs must be >= 1, got {self.num_epochs}"),
+            (self.clip_param > 0, f"clip_param must be > 0, got {self.clip_param}"),
+            (self.kl_coeff >= 0 and self.entropy_coeff >= 0, "kl_coeff and entropy_coeff must be >= 0"),
+            (self.task_ids is None or len(self.task_ids) > 0, "task_ids must be None or non-empty"),
+            (
+                self.tasks_per_iteration >= max(self.num_learners, 1),
+                f"tasks_per_iteration ({self.tasks_per_iteration}) must be >= num_learners "
+                f"({self.num_learners}): learners receive whole task groups",
+            ),
+            ("model_name_or_path" in self.model_config, "rl_module(model_config=...) must set model_name_or_path"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                self._value_error(message)
+
+
+class ProxMO(Algorithm):
+    """Grouped LLM rollouts -> ProxMO/GRPO/GiGPO advantages -> token-level PPO."""
+
+    @classmethod
+    def get_default_config(cls) -> ProxMOConfig:
+        return ProxMOConfig()
+
+    def setup(self, config: ProxMOConfig) -> None:
+        super().setup(config)
+        self._advantages = GroupAdvantages(self.config.advantage_config)
+        self._group_rng = np.random.default_rng(self.config.seed)
+        # Evaluation draws from its own stream so that it leaves training reproducible.
+        self._eval_rng = np.random.default_rng([self.config.seed or 0, 1])
+        self._groups_drawn = 0
+
+    # ------------------------------------------------------------ sampling
+    def _draw_groups(
+        self, rng: np.random.Generator, task_ids: Sequence[Any] | None, count: int, size: int, prefix: str
+    ) -> tuple[list[GroupRequest], int]:
+        """``count`` group requests and a base sampling seed, all drawn from ``rng``."""
+        requests = []
+        for _ in range(count):
+            task_id = None if task_ids is None else task_ids[int(rng.integers(len(task_ids)))]
+            seed = int(rng.integers(2**31 - 1))
+            requests.append(GroupRequest(f"{prefix}{self._groups_drawn}", seed, size, task_id))
+            self._groups_drawn += 1
+        return requests, int(rng.integers(2**31 - 1))
+
+    @staticmethod
+    def _play(
+        runner_group: Any, groups: list[GroupRequest], explore: bool, seed: int, max_turns: int | None
+    ) -> tuple[list[TextEpisode], dict[str, float]]:
+        """Spread whole groups over the healthy runners (or the local one) and play them."""
+        healthy = runner_group.healthy_env_runner_ids() if runner_group.num_remote_env_runners() else []
+        if not healthy:
+            runner = runner_group.local_env_runner
+            if runner is None:
+                raise RuntimeError("no healthy env runner left to sample from")
+            chunks = [(runner, groups)]
+        else:
+            chunks = [(rid, groups[i :: len(healthy)]) for i, rid in enumerate(healthy)]
+            chunks = [(rid, part) for rid, part in chunks if part]
+
+        def job(part: list[GroupRequest], job_seed: int) -> Callable:
+            return lambda r: (
+                r.sample(groups=part, explore=explore, seed=job_seed, max_turns=max_turns),
+                r.get_metrics(),
+            )
+
+        jobs = [job(part, seed + 7919 * k) for k, (_, part) in enumerate(chunks)]
+        if not healthy:
+            results = [jobs[0](chunks[0][0])]
+        else:
+            results = runner_group.foreach_env_runner(
+                jobs, local_env_runner=False, remote_worker_ids=[rid for rid, _ in chunks]
+            )
+        episodes: list[TextEpisode] = []
+        stats = dict.fromkeys(RUNNER_STATS, 0.0)
+        for runner_episodes, runner_stats in results:
+            episodes.extend(runner_episodes)
+            for key in stats:
+                stats[key] += runner_stats[key]
+        return episodes, stats
+
+    def _sample_complete_groups(
+        self, runner_group: Any, groups: list[GroupRequest], explore: bool, seed: int
+    ) -> tuple[list[TextEpisode], dict[str, float]]:
+        """Play the groups, retrying lost ones; keep complete groups only."""
+        pending, complete = list(groups), {}
+        totals = dict.fromkeys(RUNNER_STATS, 0.0)
+        for attempt in range(self.config.sample_retries + 1):
+            if attempt:
+                self.restore_env_runners(runner_group)
+            episodes, stats = self._play(runner_group, pending, explore, seed + attempt, self.config.max_turns)
+            for key in totals:
+                totals[key] += stats[key]
+            by_group = group_episodes(episodes)
+            for request in pending:
+                members = by_group.get(request.group_id, [])
+                if len(members) == request.size:
+                    complete[request.group_id] = members
+            pending = [g for g in pending if g.group_id not in complete]
+            if not pending:
+                break
+        totals["num_groups_dropped"] = float(len(pending))
+        ordered = [e for g in groups if g.group_id in complete for e in complete[g.group_id]]
+        return ordered, totals
+
+    # ------------------------------------------------------------ training
+    def training_step(self) -> None:
+        config = self.config
+        start = time.perf_counter()
+        groups, seed = self._draw_groups(
+            self._group_rng, config.task_ids, config.tasks_per_iteration, config.group_size, "train-"
+        )
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            t0 = time.perf_counter()
+            episodes, stats = self._sample_complete_groups(self.env_runner_group, groups, True, seed)
+            sampling_s = time.perf_counter() - t0
+        if not episodes:
+            raise RuntimeError(f"all {len(groups)} task groups were lost: no env runner delivered episodes")
+        with self.metrics.log_time((TIMERS, ADVANTAGE_TIMER)):
+            t0 = time.perf_counter()
+            diagnostics = self._advantages.annotate(episodes)
+            advantage_s = time.perf_counter() - t0
+        if config.rollouts_dir:
+            columns = step_columns(episodes)
+            columns["iteration"] = np.full(len(columns["t"]), self.iteration, dtype=np.int64)
+            save_rollouts(iteration_file(config.rollouts_dir, self.iteration), columns)
+
+        t0 = time.perf_counter()
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            if self.learner_group.is_local:
+                learner_results = self.learner_group.update(episodes=episodes, num_epochs=1)
+            else:
+                # One object ref per remote learner: RLlib hands ref lists out evenly and
+                # never re-cuts them, unlike plain episode lists (sharded by length).
+                shards = shard_by_group(episodes, config.num_learners)
+                learner_results = self.learner_group.update(
+                    episodes_refs=[ray.put(shard) for shard in shards], num_epochs=1
+                )
+        learning_s = time.perf_counter() - t0
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
+        t0 = time.perf_counter()
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
+            )
+        sync_s = time.perf_counter() - t0
+        iteration_s = time.perf_counter() - start
+
+        ep_metrics = episode_metrics(episodes)
+        self.metrics.log_dict(ep_metrics, key=ENV_RUNNER_RESULTS, window=1)
+        self.metrics.log_value(
+            (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), ep_metrics["num_turns"], reduce="lifetime_sum"
+        )
+        self.metrics.log_value(
+            (ENV_RUNNER_RESULTS, NUM_EPISODES_LIFETIME), ep_metrics["num_episodes"], reduce="lifetime_sum"
+        )
+        self.metrics.log_dict(diagnostics, key=(PROXMO_RESULTS, ADVANTAGE_RESULTS), window=1)
+        generation_s = stats[GENERATION_S]
+        self.metrics.log_dict(
+            {
+                "num_groups": float(len(groups) - stats["num_groups_dropped"]),
+                "num_groups_dropped": stats["num_groups_dropped"],
+                "generated_tokens": stats[GENERATED_TOKENS],
+                "generated_tokens_per_s": stats[GENERATED_TOKENS] / generation_s if generation_s > 0 else 0.0,
+                "time_sampling_s": sampling_s,
+                "time_generation_s": generation_s,
+                "time_env_step_s": stats[ENV_STEP_S],
+                "time_env_reset_s": stats[ENV_RESET_S],
+                "time_advantages_s": advantage_s,
+                "time_learning_s": learning_s,
+                "time_weight_sync_s": sync_s,
+                "time_iteration_s": iteration_s,
+                "advantage_time_fraction": advantage_s / iteration_s,
+            },
+            key=PROXMO_RESULTS,
+            window=1,
+        )
+
+    # ---------------------------------------------------------- evaluation
+    def evaluate(self, parallel_train_future: Any = None) -> dict:
+        """Play ``evaluation_num_tasks`` tasks ``evaluation_group_size`` times each, no exploration.
+
+        Uses the evaluation env runners (``evaluation_config`` may point the env at the
+        unseen split) and ``model_config["eval_temperature"]`` (0 = greedy).
+        """
+        config = self.config
+        runner_group = self.eval_env_runner_group or self.env_runner_group
+        if self.eval_env_runner_group is not None:
+            self.eval_env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
+            )
+        groups, seed = self._draw_groups(
+            self._eval_rng,
+            self.evaluation_config.task_ids,
+            config.evaluation_num_tasks,
+            config.evaluation_group_size,
+            "eval-",
+        )
+        episodes, stats = self._sample_complete_groups(runner_group, groups, False, seed)
+        return {ENV_RUNNER_RESULTS: {**episode_metrics(episodes), "num_groups_dropped": stats["num_groups_dropped"]}}
+
+    # --------------------------------------------------------- checkpoints
+    def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> dict:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[SAMPLER_STATE] = {
+            "rng": self._group_rng.bit_generator.state,
+            "eval_rng": self._eval_rng.bit_generator.state,
+            "groups_drawn": self._groups_drawn,
+        }
+        return state
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if SAMPLER_STATE in state:
+            self._group_rng.bit_generator.state = state[SAMPLER_STATE]["rng"]
+            self._eval_rng.bit_generator.state = state[SAMPLER_STATE]["eval_rng"]
+            self._groups_drawn = state[SAMPLER_STATE]["groups_drawn"]
+
+
+register_trainable("ProxMO", ProxMO)

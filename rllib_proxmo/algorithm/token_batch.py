@@ -1,0 +1,75 @@
+"""Learner connector: episodes with per-step advantages -> padded token batch.
+
+One row per turn: the turn's prompt ids followed by its response ids, exactly as
+sampled. Rows are sorted by length (so micro-batches cut from consecutive rows
+carry little padding) and left-padded to the longest row. Columns, for the
+default module:
+
+- ``input_ids`` (B, L) int64, ``attention_mask`` (B, L) int64;
+- ``response_mask`` (B, L) float32: 1 on the response tokens;
+- ``advantages`` (B, L) float32: the step's advantage on each of its response tokens
+  (the same scalar for every token of the step), 0 elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core import DEFAULT_MODULE_ID
+
+from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS
+from rllib_proxmo.rollout.episodes import TextEpisode
+
+RESPONSE_MASK = "response_mask"
+ADVANTAGES = "advantages"
+
+
+def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.ndarray]:
+    """Build the padded columns described in the module docstring."""
+    turns = [turn for episode in episodes for turn in episode.turns]
+    if not turns:
+        raise ValueError("no turns to build a train batch from")
+    for turn in turns:
+        if not math.isfinite(turn.advantage):
+            raise ValueError("a turn has no advantage: run GroupAdvantages on the whole batch first")
+        if not turn.response_ids:
+            raise ValueError("a turn has an empty response")
+    turns.sort(key=lambda turn: len(turn.prompt_ids) + len(turn.response_ids))
+    width = len(turns[-1].prompt_ids) + len(turns[-1].response_ids)
+    rows = len(turns)
+    input_ids = np.full((rows, width), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((rows, width), dtype=np.int64)
+    response_mask = np.zeros((rows, width), dtype=np.float32)
+    advantages = np.zeros((rows, width), dtype=np.float32)
+    for row, turn in enumerate(turns):
+        length = len(turn.prompt_ids) + len(turn.response_ids)
+        start = width - length
+        response_start = start + len(turn.prompt_ids)
+        input_ids[row, start:] = turn.prompt_ids + turn.response_ids
+        attention_mask[row, start:] = 1
+        response_mask[row, response_start:] = 1.0
+        advantages[row, response_start:] = turn.advantage
+    return {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask, RESPONSE_MASK: response_mask, ADVANTAGES: advantages}
+
+
+class TokenTrainBatch(ConnectorV2):
+    """Learner connector piece turning annotated episodes into a padded token batch."""
+
+    def __call__(
+        self,
+        *,
+        rl_module: Any,
+        batch: dict[str, Any],
+        episodes: list[TextEpisode],
+        explore: bool | None = None,
+        shared_data: dict | None = None,
+        metrics: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        module = rl_module[DEFAULT_MODULE_ID]
+        module = module.unwrapped() if hasattr(module, "unwrapped") else module
+        batch[DEFAULT_MODULE_ID] = pad_turns(list(episodes), module.tokenizer.pad_token_id)
+        return batch

@@ -1,0 +1,1 @@
+"""PyTorch parts of ProxMO: the LLM RLModule, the PPO learner and model loading."""

@@ -1,0 +1,1 @@
+"""Offline analysis of rollouts: the Parquet step format and PSA similarity tuning."""

@@ -1,0 +1,489 @@
+"""PSA's baseline as a scikit-learn regressor, so that its similarity can be tuned without RL runs.
+
+PSA (paper Eq. 9-11) estimates the return-to-go ``R_t`` of a step from the
+returns of the steps of the same task group, weighted by
+``softmax_j(cos_tfidf(s_i, s_j) / tau)``: a kernel (Nadaraya-Watson) regression
+of step returns on state text. How well it predicts the returns of episodes it
+has not seen measures its hyperparameters (``tau``, the TF-IDF options,
+``psa_scope``) on logged rollouts, in minutes on a CPU instead of GPU-days of
+RL.
+
+Data
+    ``X`` is a pandas DataFrame with one row per step and the columns of
+    :mod:`rllib_proxmo.analysis.rollout_files`; the regressors read ``group_id``,
+    ``episode_id``, ``t``, ``state`` and, when present, ``iteration`` (groups
+    are ``(iteration, group_id)``; a missing ``iteration`` column means one
+    iteration). ``pandas.DataFrame(load_rollouts(path))`` gives it. A DataFrame
+    is what scikit-learn's splitters and searches index row-wise. ``y`` is the
+    discounted return-to-go of each step, :func:`step_returns` computes it from
+    the ``reward`` column. The discount defines the target rather than the
+    model, so it is not a hyperparameter here: errors at different discounts
+    are not comparable.
+
+Prediction
+    For a step i of ``X`` the candidates are the training steps of its group
+    (``psa_scope="group"``) or of its group at the same t (``"same_step"``, the
+    paper's Eq. 10). The prediction is ``sum_j w_ij y_j`` with
+    ``w_ij = softmax_j(sim(s_i, s_j) / tau)``. Unlike the baseline used in
+    training, where step i is one of its own candidates ("leave-one-in"), a
+    held-out step is never among the training steps, so the prediction does not
+    contain its own return. ``tau = inf`` gives uniform weights: the plain mean
+    of the candidates.
+
+Fallbacks (counted in :class:`PredictionReport`, logged by ``predict``)
+    A step without candidates (its group has no training step at its t, or its
+    group is not in the training data) gets the mean training return of its
+    group, and failing that the global mean training return.
+
+Cross-validation
+    :func:`episode_folds` splits by episode, never inside one, so that returns
+    of held-out episodes are predicted from the other episodes of their group;
+    :func:`evaluate_folds` scores any of the regressors here on those folds by
+    mean squared error. References: ``PSABaselineRegressor(tau=math.inf,
+    psa_scope="group")`` is the group mean, and :class:`ExactMatchRegressor`
+    GiGPO's grouping of identical state texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.utils.validation import check_is_fitted
+
+from rllib_proxmo.advantages import check_scope, returns_to_go
+
+__all__ = [
+    "FROM_CANDIDATES",
+    "FROM_GLOBAL_MEAN",
+    "FROM_GROUP_MEAN",
+    "STEP_COLUMNS",
+    "CrossValidation",
+    "ExactMatchRegressor",
+    "PSABaselineRegressor",
+    "PredictionReport",
+    "episode_folds",
+    "evaluate_folds",
+    "step_returns",
+]
+
+logger = logging.getLogger(__name__)
+
+STEP_COLUMNS = ("group_id", "episode_id", "t", "state")
+"""Columns of ``X`` every regressor here reads (plus ``iteration`` when present)."""
+
+FROM_CANDIDATES, FROM_GROUP_MEAN, FROM_GLOBAL_MEAN = 0, 1, 2
+"""Values of :attr:`PredictionReport.source`: how a step's prediction was made."""
+_PAIR_CHUNK = 200_000  # similarity pairs evaluated per sparse product
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """Validated step columns of ``X``: (n,) int64 arrays and n state strings."""
+
+    iteration: np.ndarray
+    group_id: np.ndarray
+    episode_id: np.ndarray
+    t: np.ndarray
+    state: list[str]
+
+    def group_keys(self) -> Iterable[tuple[int, int]]:
+        return zip(self.iteration.tolist(), self.group_id.tolist())
+
+    def episode_codes(self) -> np.ndarray:
+        return _dense_codes(zip(self.iteration.tolist(), self.episode_id.tolist()))[1]
+
+
+def _read_steps(X) -> _Steps:
+    """Check the step columns of ``X`` (a DataFrame or a mapping of columns)."""
+    if not isinstance(X, pd.DataFrame):
+        try:
+            X = pd.DataFrame(X)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"X must be a pandas DataFrame of steps with columns {STEP_COLUMNS}, got {type(X).__name__}"
+            ) from error
+    missing = [name for name in STEP_COLUMNS if name not in X.columns]
+    if missing:
+        raise ValueError(f"X lacks the step column(s) {missing}; required: {list(STEP_COLUMNS)}")
+    integers = {}
+    for name in ("iteration", "group_id", "episode_id", "t"):
+        if name not in X.columns:
+            integers[name] = np.zeros(len(X), dtype=np.int64)
+            continue
+        values = X[name].to_numpy()
+        if len(values) and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"column {name!r} of X must hold integers, got dtype {values.dtype}")
+        integers[name] = values.astype(np.int64, copy=False)
+    state = X["state"].tolist()
+    bad = next((i for i, text in enumerate(state) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise ValueError(
+            f"column 'state' of X must hold strings; row {bad} is {state[bad]!r} ({type(state[bad]).__name__})"
+        )
+    return _Steps(state=state, **integers)
+
+
+def _read_targets(y, n: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (n,):
+        raise ValueError(f"y must hold one return per step of X, shape ({n},), got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"y holds {int(np.sum(~np.isfinite(y)))} NaN or infinite value(s)")
+    return y
+
+
+def _dense_codes(keys: Iterable[Hashable]) -> tuple[dict, np.ndarray]:
+    """``(codes, index)``: a dense code per distinct key, in order of first appearance."""
+    codes: dict = {}
+    index = np.fromiter((codes.setdefault(key, len(codes)) for key in keys), dtype=np.int64)
+    return codes, index
+
+
+def _lookup(codes: dict, keys: Iterable[Hashable]) -> np.ndarray:
+    """Code of each key, -1 for keys not in ``codes``."""
+    return np.fromiter((codes.get(key, -1) for key in keys), dtype=np.int64)
+
+
+def step_returns(X, gamma: float = 0.95) -> np.ndarray:
+    """Discounted return-to-go ``R_t = sum_{k>=t} gamma**(k-t) r_k`` of every row of ``X``.
+
+    Args:
+        X: steps as described in the module docstring, with a ``reward``
+            column; every episode must be complete (steps 0..T-1).
+        gamma: discount in [0, 1] (paper: 0.95). The target of the regression:
+            mean squared errors are comparable only at equal ``gamma``.
+
+    Returns:
+        (n,) float64, in the rows' order.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    steps = _read_steps(X)
+    if "reward" not in X:
+        raise ValueError("X lacks the 'reward' column needed to compute returns-to-go")
+    return returns_to_go(steps.episode_codes(), steps.t, np.asarray(X["reward"], dtype=np.float64), gamma)
+
+
+def episode_folds(X, n_splits: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation folds over whole episodes, balanced across task groups.
+
+    scikit-learn's ``StratifiedGroupKFold`` with the episode as the group (no
+    episode is ever split between training and held-out rows) and the task
+    group as the class, so every fold holds out about ``1 / n_splits`` of the
+    episodes of each task and keeps the rest as candidates for them.
+
+    Returns:
+        ``n_splits`` pairs ``(train_rows, test_rows)`` of row positions in ``X``.
+    """
+    steps = _read_steps(X)
+    _, group_code = _dense_codes(steps.group_keys())
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(steps.t), 1)), group_code, groups=steps.episode_codes()))
+
+
+@dataclass(frozen=True)
+class PredictionReport:
+    """Predictions for n steps and how each was made.
+
+    Attributes:
+        prediction: (n,) predicted returns.
+        source: (n,) :data:`FROM_CANDIDATES`, :data:`FROM_GROUP_MEAN` or
+            :data:`FROM_GLOBAL_MEAN`.
+        num_candidates: (n,) training steps the prediction averaged over (0 for
+            a fallback).
+        effective_neighbours: (n,) ``1 / sum_j w_ij**2``, between 1 (all weight
+            on one candidate) and ``num_candidates`` (uniform); 0 for a fallback.
+    """
+
+    prediction: np.ndarray
+    source: np.ndarray
+    num_candidates: np.ndarray
+    effective_neighbours: np.ndarray
+
+    @property
+    def fallbacks(self) -> dict[str, int]:
+        """Number of steps predicted by the group mean and by the global mean."""
+        return {
+            "group_mean": int(np.sum(self.source == FROM_GROUP_MEAN)),
+            "global_mean": int(np.sum(self.source == FROM_GLOBAL_MEAN)),
+        }
+
+
+class _CandidateRegressor(RegressorMixin, BaseEstimator):
+    """Predicts a step's return by a weighted mean over the training steps of its block.
+
+    A subclass defines the blocks (:meth:`_block_keys`: steps in one block are
+    each other's candidates) and the weights (:meth:`_pair_logits`: one logit
+    per (held-out step, candidate) pair, softmax-normalised per held-out step).
+    """
+
+    def _block_keys(self, steps: _Steps) -> Iterable[Hashable]:
+        raise NotImplementedError
+
+    def _validate_hyperparameters(self) -> None:
+        """Raise ``ValueError`` for a bad hyperparameter (none to check by default)."""
+
+    def _prepare(self, steps: _Steps) -> None:
+        """Fit whatever the logits need on the training steps (nothing by default)."""
+
+    def _pair_logits(self, steps: _Steps, test_rows: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, X, y):
+        """Store the training steps and their returns ``y`` ((n,) floats); returns ``self``."""
+        steps = _read_steps(X)
+        y = _read_targets(y, len(steps.t))
+        if not len(y):
+            raise ValueError("cannot fit on zero steps")
+        self._validate_hyperparameters()
+        self._prepare(steps)
+        self.block_codes_, self.train_block_ = _dense_codes(self._block_keys(steps))
+        self.group_codes_, train_group = _dense_codes(steps.group_keys())
+        self.group_mean_ = np.bincount(train_group, weights=y) / np.bincount(train_group)
+        self.global_mean_ = float(y.mean())
+        self.train_returns_ = y
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) predicted returns of the steps of ``X``; fallbacks are logged at INFO level."""
+        report = self.predict_report(X)
+        fallbacks = report.fallbacks
+        if any(fallbacks.values()):
+            logger.info(
+                "%s: %d of %d steps had no candidate; fallbacks used: %s",
+                type(self).__name__,
+                sum(fallbacks.values()),
+                len(report.prediction),
+                fallbacks,
+            )
+        return report.prediction
+
+    def predict_report(self, X) -> PredictionReport:
+        """Predictions of the steps of ``X`` with their sources and weight statistics."""
+        check_is_fitted(self, "train_returns_")
+        steps = _read_steps(X)
+        n = len(steps.t)
+        test_block = _lookup(self.block_codes_, self._block_keys(steps))
+        test_rows, train_rows, counts = _candidate_pairs(self.train_block_, test_block)
+
+        prediction = np.zeros(n)
+        effective = np.zeros(n)
+        has_candidates = counts > 0
+        if len(test_rows):
+            logits = self._pair_logits(steps, test_rows, train_rows)
+            starts = (np.cumsum(counts) - counts)[has_candidates]
+            logits = logits - np.repeat(np.maximum.reduceat(logits, starts), counts[has_candidates])
+            weights = np.exp(logits)
+            total = np.add.reduceat(weights, starts)
+            prediction[has_candidates] = np.add.reduceat(weights * self.train_returns_[train_rows], starts) / total
+            effective[has_candidates] = total**2 / np.add.reduceat(weights**2, starts)
+
+        source = np.where(has_candidates, FROM_CANDIDATES, FROM_GROUP_MEAN).astype(np.int8)
+        group = _lookup(self.group_codes_, steps.group_keys())
+        source[~has_candidates & (group < 0)] = FROM_GLOBAL_MEAN
+        prediction[source == FROM_GROUP_MEAN] = self.group_mean_[group[source == FROM_GROUP_MEAN]]
+        prediction[source == FROM_GLOBAL_MEAN] = self.global_mean_
+        return PredictionReport(prediction, source, counts, effective)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags
+
+
+def _candidate_pairs(train_block: np.ndarray, test_block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (held-out step, candidate) pairs, grouped by held-out step.
+
+    Args:
+        train_block: (m,) block code of each training step.
+        test_block: (n,) block code of each held-out step, -1 for a block
+            without training steps.
+
+    Returns:
+        ``(test_rows, train_rows, counts)``: (p,) pair members, the pairs of
+        held-out step i contiguous and in order of i; (n,) candidates per step.
+    """
+    order = np.argsort(train_block, kind="stable")
+    sorted_blocks = train_block[order]
+    start = np.searchsorted(sorted_blocks, test_block, side="left")
+    counts = np.searchsorted(sorted_blocks, test_block, side="right") - start
+    counts[test_block < 0] = 0
+    test_rows = np.repeat(np.arange(len(test_block)), counts)
+    offsets = np.arange(len(test_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    train_rows = order[np.repeat(start, counts) + offsets]
+    return test_rows, train_rows, counts
+
+
+class PSABaselineRegressor(_CandidateRegressor):
+    """PSA's proximity-weighted baseline (paper Eq. 9-11) as a regressor of step returns.
+
+    Parameters:
+        tau: softmax temperature, > 0 (paper: 0.1); ``math.inf`` gives uniform
+            weights over the candidates.
+        psa_scope: ``"same_step"`` (candidates share the group and t, Eq. 10) or
+            ``"group"`` (all steps of the group).
+        ngram_range, sublinear_tf, min_df, max_df, max_features: the
+            ``TfidfVectorizer`` options of the state texts; the defaults are
+            scikit-learn's, which the paper uses (the authors' release sets
+            ``max_features=1024``).
+
+    The vectorizer is fitted on the training states. Cosine similarity of the
+    L2-normalised TF-IDF rows; identical texts have similarity exactly 1 (also
+    when their vector is empty, e.g. no known term), other texts with an empty
+    vector 0.
+
+    Fitted attributes: ``vectorizer_``; ``text_index_`` (distinct training text
+    -> row of ``text_features_``), ``text_features_`` (their TF-IDF rows),
+    ``train_text_`` ((m,) row of each training step); ``block_codes_`` and
+    ``train_block_`` (candidate blocks), ``group_codes_``, ``group_mean_`` and
+    ``global_mean_`` (the fallbacks), ``train_returns_`` ((m,) ``y``).
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.1,
+        psa_scope: str = "same_step",
+        ngram_range: tuple[int, int] = (1, 1),
+        sublinear_tf: bool = False,
+        min_df: float | int = 1,
+        max_df: float | int = 1.0,
+        max_features: int | None = None,
+    ):
+        self.tau = tau
+        self.psa_scope = psa_scope
+        self.ngram_range = ngram_range
+        self.sublinear_tf = sublinear_tf
+        self.min_df = min_df
+        self.max_df = max_df
+        self.max_features = max_features
+
+    def _validate_hyperparameters(self) -> None:
+        tau = self.tau
+        if isinstance(tau, bool) or not isinstance(tau, (int, float, np.number)) or math.isnan(tau) or tau <= 0:
+            raise ValueError(f"tau must be a number > 0 (math.inf for uniform weights), got {tau!r}")
+        check_scope(self.psa_scope)
+
+    def _block_keys(self, steps: _Steps) -> Iterable[Hashable]:
+        if self.psa_scope == "same_step":
+            return zip(steps.iteration.tolist(), steps.group_id.tolist(), steps.t.tolist())
+        return steps.group_keys()
+
+    def _prepare(self, steps: _Steps) -> None:
+        self.vectorizer_ = TfidfVectorizer(
+            ngram_range=tuple(self.ngram_range),
+            sublinear_tf=self.sublinear_tf,
+            min_df=self.min_df,
+            max_df=self.max_df,
+            max_features=self.max_features,
+        )
+        try:
+            self.vectorizer_.fit(steps.state)  # duplicates count: idf over all training steps
+        except ValueError as error:
+            raise ValueError(f"TfidfVectorizer failed on the training states ({error}); {self.get_params()}") from error
+        self.text_index_, self.train_text_ = _dense_codes(steps.state)
+        self.text_features_ = self.vectorizer_.transform(list(self.text_index_))
+
+    def _pair_logits(self, steps: _Steps, test_rows: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+        """``cos(s_i, s_j) / tau`` per pair; texts unseen in training are vectorised here."""
+        unseen: dict[str, int] = {}
+        seen = len(self.text_index_)
+        test_text = np.fromiter(
+            (
+                self.text_index_[text] if text in self.text_index_ else seen + unseen.setdefault(text, len(unseen))
+                for text in steps.state
+            ),
+            dtype=np.int64,
+        )
+        features = self.text_features_
+        if unseen:
+            features = sp.vstack([features, self.vectorizer_.transform(list(unseen))], format="csr")
+        return _pair_similarity(features, test_text[test_rows], self.train_text_[train_rows]) / self.tau
+
+
+def _pair_similarity(features: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(p,) cosine similarity of rows ``left[k]`` and ``right[k]`` of L2-normalised ``features``.
+
+    Each distinct pair of rows is computed once (rollouts of a task repeat many
+    states); a row paired with itself has similarity exactly 1.
+    """
+    key = left * features.shape[0] + right
+    unique_keys, pair_index = np.unique(key, return_inverse=True)
+    a, b = np.divmod(unique_keys, features.shape[0])
+    dots = np.empty(len(unique_keys))
+    for start in range(0, len(unique_keys), _PAIR_CHUNK):
+        chunk = slice(start, start + _PAIR_CHUNK)
+        dots[chunk] = np.asarray(features[a[chunk]].multiply(features[b[chunk]]).sum(axis=1)).ravel()
+    dots[a == b] = 1.0
+    return dots[pair_index.reshape(-1)]
+
+
+class ExactMatchRegressor(_CandidateRegressor):
+    """GiGPO-style reference: the mean return of the training steps of the same group
+    whose state text is identical (across all t), with the fallbacks of the module docstring."""
+
+    def _block_keys(self, steps: _Steps) -> Iterable[Hashable]:
+        return zip(steps.iteration.tolist(), steps.group_id.tolist(), steps.state)
+
+    def _pair_logits(self, steps: _Steps, test_rows: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+        return np.zeros(len(test_rows))
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Scores of one regressor on the folds of :func:`episode_folds`.
+
+    Attributes:
+        fold_mse: (k,) mean squared error of the held-out steps of each fold.
+        fallback_fraction: fraction of held-out steps (all folds) predicted by a
+            group or global mean.
+        effective_neighbours: mean ``1 / sum_j w_ij**2`` over held-out steps
+            with candidates.
+    """
+
+    fold_mse: np.ndarray
+    fallback_fraction: float
+    effective_neighbours: float
+
+    @property
+    def mse(self) -> float:
+        return float(self.fold_mse.mean())
+
+
+def evaluate_folds(
+    estimator: _CandidateRegressor, X: pd.DataFrame, y, folds: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> CrossValidation:
+    """Fit a clone of ``estimator`` on each fold's training rows and score its held-out rows.
+
+    Args:
+        estimator: a regressor of this module (unfitted; it is cloned).
+        X: steps, a DataFrame.
+        y: (n,) returns of the steps.
+        folds: ``(train_rows, test_rows)`` pairs, e.g. from :func:`episode_folds`.
+    """
+    y = _read_targets(y, len(X))
+    if not folds:
+        raise ValueError("folds must hold at least one (train_rows, test_rows) pair")
+    fold_mse, fallback, effective, with_candidates = [], 0, 0.0, 0
+    for train, test in folds:
+        report = clone(estimator).fit(X.iloc[train], y[train]).predict_report(X.iloc[test])
+        fold_mse.append(float(np.mean((report.prediction - y[test]) ** 2)))
+        fallback += sum(report.fallbacks.values())
+        used = report.source == FROM_CANDIDATES
+        effective += float(report.effective_neighbours[used].sum())
+        with_candidates += int(used.sum())
+    held_out = sum(len(test) for _, test in folds)
+    return CrossValidation(
+        fold_mse=np.array(fold_mse),
+        fallback_fraction=fallback / held_out,
+        effective_neighbours=effective / max(with_candidates, 1),
+    )

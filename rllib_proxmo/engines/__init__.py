@@ -1,6 +1,0 @@
-"""Inference engines that turn prompt token ids into sampled responses."""
-
-from rllib_proxmo.engines.base import Generation, InferenceEngine, SamplingParams
-from rllib_proxmo.engines.hf_engine import HFEngine
-
-__all__ = ["Generation", "HFEngine", "InferenceEngine", "SamplingParams"]

@@ -1,0 +1,352 @@
+"""The main job (``make train``): train ProxMO, evaluate on unseen tasks, save and track it all.
+
+Defaults fit a 2-core CPU in about 20 minutes: SmolLM2-135M-Instruct (embedded
+weights) on 12 generated ALFWorld games, 2 tasks x 4 rollouts per iteration, 3
+turns of at most 32 new tokens; training stops once the next iteration would
+overrun ``--time-budget-min`` (estimated from the mean iteration time so far) or
+after ``--stop-iters``. Then the policy plays the unseen split greedily, and the
+job writes to ``--output`` (default ``results/<run-name>``):
+
+- ``checkpoint/``: the algorithm (``Algorithm.from_checkpoint`` restores it);
+- ``learning_curve.png``: success / format-valid rate, score and tokens/s per iteration;
+- ``rollouts/``: every iteration's steps as Parquet (``rllib_proxmo.analysis.rollout_files``), e.g. for
+  ``tuned_examples/psa_similarity_search.py --rollouts``;
+- ``evaluation.csv`` / ``evaluation.md``: success per task type (paper Table 1
+  columns for ALFWorld; score and success for WebShop);
+
+and, unless ``--no-mlflow``, one MLflow run (the flattened algorithm config as
+params, every numeric result per iteration as metrics, tags estimator / env /
+model / git commit, the files above as artifacts; the checkpoint itself when at
+most ``--checkpoint-artifact-max-mb``). An unreachable tracking store gives one
+warning and training goes on.
+
+    python -m rllib_proxmo.train                                  # the defaults above
+    python -m rllib_proxmo.train --stop-iters 50 --time-budget-min 600 \\
+        --num-env-runners 4 --num-learners 2 --num-gpus-per-learner 1 --address auto
+    python -m rllib_proxmo.train --env WebShop-v0 --no-mlflow
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from envs import ALFWORLD
+from rllib_proxmo.experiments.cli import (
+    add_advantage_arguments,
+    advantage_settings,
+    json_object,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from rllib_proxmo.experiments.runtime import start_ray
+from rllib_proxmo.experiments.scale import CPU, PAPER, env_configs
+from rllib_proxmo.experiments.tables import evaluation_table, history_row, write_evaluation_table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m rllib_proxmo.train`` (RLlib's example-script flag names)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rllib_proxmo.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--stop-iters", type=positive_int, default=100, help="most training iterations (default 100)")
+    run.add_argument(
+        "--time-budget-min",
+        type=positive_float,
+        default=15.0,
+        help="stop training before the next iteration would overrun this many minutes (default 15)",
+    )
+    run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
+    run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
+    run.add_argument("--seed", type=int, default=0)
+    task = parser.add_argument_group("environment and model")
+    task.add_argument("--env", default=ALFWORLD, help="registered env id (ALFWorld-v0, WebShop-v0, module:Id)")
+    task.add_argument(
+        "--env-config", type=json_object, default={}, help="JSON object merged into the env config of both splits"
+    )
+    task.add_argument(
+        "--llm-env-config",
+        type=json_object,
+        default={},
+        help="JSON keywords of envs.llm_wrappers.make_llm_env, e.g. '{\"require_think\": false}'",
+    )
+    task.add_argument(
+        "--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games per split"
+    )
+    task.add_argument("--model", default=CPU.model, help="model alias, local directory or hub id")
+    algo = parser.add_argument_group("algorithm")
+    add_advantage_arguments(algo)
+    algo.add_argument("--tasks", type=positive_int, default=CPU.tasks_per_iteration, help="task groups per iteration")
+    algo.add_argument("--group-size", type=positive_int, default=CPU.group_size, help="rollouts per task")
+    algo.add_argument(
+        "--max-turns", type=positive_int, default=CPU.max_turns, help="turns per episode before truncation"
+    )
+    algo.add_argument(
+        "--max-new-tokens", type=positive_int, default=CPU.max_new_tokens, help="tokens generated per turn"
+    )
+    algo.add_argument(
+        "--micro-batch-size", type=positive_int, default=CPU.micro_batch_size, help="turns per gradient micro-batch"
+    )
+    algo.add_argument("--lr", type=positive_float, help="learning rate (default: ProxMOConfig's, the paper's 1e-6)")
+    algo.add_argument(
+        "--eval-tasks", type=positive_int, default=CPU.evaluation_num_tasks, help="held-out tasks played at the end"
+    )
+    scale = parser.add_argument_group("scale")
+    scale.add_argument("--num-env-runners", type=non_negative_int, default=0, help="0 = sample on the driver")
+    scale.add_argument("--num-learners", type=non_negative_int, default=0, help="0 = learn on the driver")
+    scale.add_argument(
+        "--num-gpus-per-learner",
+        type=non_negative_int,
+        default=0,
+        help=f"GPUs per learner (0 or 1); with GPUs the compute dtype is the paper's {PAPER.dtype}",
+    )
+    scale.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster address (default $RAY_ADDRESS; none = start a local Ray)",
+    )
+    tracking = parser.add_argument_group("tracking")
+    tracking.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    tracking.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)"
+    )
+    tracking.add_argument("--experiment-name", default="rllib-proxmo", help="MLflow experiment name")
+    tracking.add_argument(
+        "--checkpoint-artifact-max-mb",
+        type=float,
+        default=100.0,
+        help="copy the checkpoint into MLflow when at most this size, else record its path",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; fills ``run_name`` and ``output`` defaults."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_gpus_per_learner > 1:
+        parser.error(
+            f"--num-gpus-per-learner must be 0 or 1 (one GPU per DDP learner), got {args.num_gpus_per_learner}"
+        )
+    if args.tasks < max(args.num_learners, 1):
+        parser.error(f"--tasks ({args.tasks}) must be >= --num-learners ({args.num_learners})")
+    if args.run_name is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        args.run_name = f"{args.estimator}-{args.env.split(':')[-1]}-{stamp}"
+    if args.output is None:
+        args.output = Path("results") / args.run_name
+    return args
+
+
+def split_configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Env configs of the training and the evaluation split (:func:`~rllib_proxmo.experiments.scale.env_configs`)."""
+    return env_configs(args.env, replace(CPU, num_games=args.num_games), args.env_config)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The :class:`ProxMOConfig` that ``args`` describe."""
+    from rllib_proxmo.algorithm.proxmo import ProxMOConfig
+
+    train_env, eval_env = split_configs(args)
+    model_config: dict[str, Any] = {
+        "model_name_or_path": args.model,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": 1.0,
+    }
+    if args.num_gpus_per_learner:
+        model_config["dtype"] = PAPER.dtype
+    training: dict[str, Any] = dict(
+        **advantage_settings(args),
+        group_size=args.group_size,
+        tasks_per_iteration=args.tasks,
+        max_turns=args.max_turns,
+        micro_batch_size=args.micro_batch_size,
+        rollouts_dir=str(Path(args.output).resolve() / "rollouts"),
+    )
+    if args.llm_env_config:
+        training["llm_env_config"] = args.llm_env_config
+    if args.lr is not None:
+        training["lr"] = args.lr
+    return (
+        ProxMOConfig()
+        .environment(args.env, env_config=train_env)
+        .env_runners(num_env_runners=args.num_env_runners)
+        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
+        .rl_module(model_config=model_config)
+        .training(**training)
+        .evaluation(
+            evaluation_num_env_runners=1,
+            evaluation_num_tasks=args.eval_tasks,
+            evaluation_group_size=1,
+            evaluation_config={"env_config": eval_env},
+        )
+        .debugging(seed=args.seed)
+    )
+
+
+def iterations_to_plan(done: int, elapsed_s: float, budget_s: float, cap: int) -> int:
+    """Total iterations expected: ``done`` plus as many mean-length ones as fit the budget, at most ``cap``.
+
+    Before the first iteration (``done == 0``) the length is unknown and ``cap`` is returned.
+    """
+    if done == 0:
+        return cap
+    mean_s = elapsed_s / done
+    return min(cap, done + max(0, math.floor((budget_s - elapsed_s) / mean_s)))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def progress_line(iteration: int, planned: int, row: Mapping[str, float], eta_s: float) -> str:
+    """``iter k/K | success .. | format-valid .. | tokens/s .. | iter .. s | ETA ..``."""
+    return (
+        f"iter {iteration}/{planned} | success {row['success_rate']:.2f} | "
+        f"format-valid {row['format_valid_rate']:.2f} | tokens/s {row['generated_tokens_per_s']:.1f} | "
+        f"iter {row['time_iteration_s']:.1f} s | ETA {_duration(eta_s)}"
+    )
+
+
+def _start_tracker(args: argparse.Namespace, config: Any) -> Any:
+    """An MLflow :class:`RunTracker` with the config as params, or None under ``--no-mlflow``."""
+    if args.no_mlflow:
+        return None
+    from rllib_proxmo.experiments.tracking import RunTracker, default_tracking_uri, flatten_params, git_commit
+
+    uri = args.tracking_uri or default_tracking_uri()
+    commit = git_commit()
+    tags = {
+        "estimator": args.estimator,
+        "env": args.env,
+        "model": args.model,
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+    }
+    tracker = RunTracker(uri, args.experiment_name, args.run_name, tags)
+    tracker.log_params(flatten_params(config.to_dict()))
+    return tracker
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the job ``args`` describe; return the written paths and the final figures.
+
+    Keys: ``checkpoint``, ``plot``, ``evaluation_csv``, ``evaluation_md`` (paths),
+    ``history`` (one :func:`history_row` per iteration), ``evaluation`` (metrics),
+    ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked).
+    """
+    import ray
+
+    from rllib_proxmo.experiments.plots import plot_learning_curve
+    from rllib_proxmo.experiments.tracking import flatten_metrics
+
+    job_start = time.perf_counter()
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    config = build_config(args)
+    tracker = _start_tracker(args, config)
+    owns_ray = start_ray(
+        address=args.address,
+        num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
+        num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
+    )
+    status = "FAILED"
+    try:
+        print(f"building {args.estimator} on {args.env} with {args.model} ...", flush=True)
+        algo = config.build_algo()
+        print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
+        try:
+            history = _train_loop(args, algo, tracker)
+            split = split_configs(args)[1].get("split", "training")
+            print(f"evaluating greedily on {args.eval_tasks} tasks of the {split} split ...", flush=True)
+            evaluation = algo.evaluate()["env_runners"]
+            checkpoint = Path(algo.save(str(output / "checkpoint")).checkpoint.path)
+        finally:
+            algo.stop()
+        table = evaluation_table(args.env, evaluation)
+        csv_path, md_path = write_evaluation_table(table, args.estimator, output)
+        plot = plot_learning_curve(
+            history, output / "learning_curve.png", f"{args.estimator} on {args.env} ({args.model})", evaluation
+        )
+        print(f"\nevaluation ({evaluation['num_episodes']:.0f} episodes of the {split} split, %):")
+        print(md_path.read_text())
+        if tracker is not None:
+            tracker.log_metrics(
+                flatten_metrics(evaluation, "evaluation/"), step=len(history), timestamp_ms=int(time.time() * 1000)
+            )
+            for path in (plot, csv_path, md_path):
+                tracker.log_artifact(path)
+            tracker.log_checkpoint(checkpoint, max_bytes=int(args.checkpoint_artifact_max_mb * 2**20))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+        if owns_ray:
+            ray.shutdown()
+    tracked = tracker is not None and tracker.run_id is not None
+    summary = {
+        "checkpoint": checkpoint,
+        "plot": plot,
+        "evaluation_csv": csv_path,
+        "evaluation_md": md_path,
+        "history": history,
+        "evaluation": evaluation,
+        "mlflow_run_id": tracker.run_id if tracked else None,
+        "tracking_uri": tracker.tracking_uri if tracked else None,
+    }
+    print(f"done in {_duration(time.perf_counter() - job_start)}")
+    print(f"checkpoint:      {checkpoint}")
+    print(f"learning curve:  {plot}")
+    print(f"rollouts:        {output / 'rollouts'}")
+    print(f"evaluation:      {csv_path}\n                 {md_path}")
+    if tracked:
+        print(f"MLflow run:      {tracker.run_id} in experiment {args.experiment_name!r} at {tracker.tracking_uri}")
+        print(f"                 (mlflow ui --backend-store-uri {tracker.tracking_uri})")
+    else:
+        print("MLflow run:      none (tracking off)")
+    return summary
+
+
+def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any) -> list[dict[str, float]]:
+    """Train until ``--stop-iters`` or the time budget; print progress, log metrics; return the history."""
+    from rllib_proxmo.experiments.tracking import flatten_metrics
+
+    budget_s = 60 * args.time_budget_min
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    while len(history) < iterations_to_plan(len(history), time.perf_counter() - start, budget_s, args.stop_iters):
+        result = algo.train()
+        iteration = len(history) + 1
+        row = history_row(iteration, result)
+        history.append(row)
+        elapsed = time.perf_counter() - start
+        planned = iterations_to_plan(iteration, elapsed, budget_s, args.stop_iters)
+        print(progress_line(iteration, planned, row, eta_s=(planned - iteration) * elapsed / iteration), flush=True)
+        if tracker is not None:
+            metrics = flatten_metrics({k: v for k, v in result.items() if k != "config"})
+            tracker.log_metrics(metrics, step=iteration, timestamp_ms=int(time.time() * 1000))
+    return history
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    # Arguments first: something in the ALFWorld stack rewrites sys.argv (DESIGN.md §5).
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

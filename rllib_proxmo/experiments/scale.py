@@ -1,0 +1,110 @@
+"""Run sizes: the paper's GPU run and the CPU-sized run, written once.
+
+The main job (:mod:`rllib_proxmo.experiments.main_job`), the Tune runner of
+``tuned_examples/`` (:mod:`rllib_proxmo.experiments.tune_runner`) and
+``benchmarks/iteration.py`` take their defaults from :data:`PAPER` and :data:`CPU`
+and their env settings from :func:`env_configs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from envs import ALFWORLD, WEBSHOP
+
+PAPER_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+CPU_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Run size of one variant (paper GPU run or CPU-sized run).
+
+    Attributes:
+        name: ``"paper"`` or ``"cpu"`` (an MLflow tag, and the key of :func:`env_configs`).
+        model: Default ``model_name_or_path``.
+        tasks_per_iteration, group_size: Task groups per iteration x rollouts per task.
+        iterations: Default number of training iterations.
+        max_turns: Turn cut of an episode (None: the env's ``max_steps``).
+        max_new_tokens: Response length limit in tokens.
+        micro_batch_size: Turns per gradient-accumulation micro-batch.
+        dtype: Compute and inference dtype of the policy.
+        evaluation_interval: Evaluate on the held-out split every this many iterations (0: never).
+        evaluation_num_tasks: Held-out tasks per evaluation (one rollout each).
+        num_games: Generated ALFWorld games per split (None: ALFWorld's own data).
+    """
+
+    name: str
+    model: str
+    tasks_per_iteration: int
+    group_size: int
+    iterations: int
+    max_turns: int | None
+    max_new_tokens: int
+    micro_batch_size: int
+    dtype: str
+    evaluation_interval: int
+    evaluation_num_tasks: int
+    num_games: int | None
+
+
+PAPER = Scale(
+    name="paper",
+    model=PAPER_MODEL,
+    tasks_per_iteration=16,
+    group_size=8,
+    iterations=150,
+    max_turns=None,
+    max_new_tokens=512,
+    micro_batch_size=8,
+    dtype="bfloat16",
+    evaluation_interval=5,
+    evaluation_num_tasks=128,
+    num_games=None,
+)
+CPU = Scale(
+    name="cpu",
+    model=CPU_MODEL,
+    tasks_per_iteration=2,
+    group_size=4,
+    iterations=2,
+    max_turns=3,
+    max_new_tokens=32,
+    micro_batch_size=4,
+    dtype="float32",
+    evaluation_interval=0,
+    evaluation_num_tasks=12,
+    num_games=12,
+)
+SCALES = {scale.name: scale for scale in (PAPER, CPU)}
+
+#: Held-out split each env evaluates on.
+EVALUATION_SPLITS = {ALFWORLD: "unseen", WEBSHOP: "test"}
+
+
+def env_configs(env: str, scale: Scale, overrides: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    """Env configs of the training and the evaluation split of ``env`` at ``scale``.
+
+    ALFWorld: ALFWorld's data with the release's 50-step limit at paper scale, else
+    ``scale.num_games`` generated games; trains on "train", evaluates on "unseen".
+    WebShop: the original catalogue at paper scale, else a generated one of 200
+    products, 15 steps; "train" and "test" goals. Other envs: ``overrides`` for both.
+    """
+    overrides = dict(overrides or {})
+    if env == ALFWORLD:
+        base: dict[str, Any] = {"max_steps": 50}
+        base.update(
+            {"data_source": "alfworld"}
+            if scale.num_games is None
+            else {"data_source": "generated", "num_games": scale.num_games}
+        )
+    elif env == WEBSHOP:
+        base = {"max_steps": 15}
+        base.update(
+            {"catalog": "real", "small_data": True} if scale is PAPER else {"catalog": "generated", "num_products": 200}
+        )
+    else:
+        return overrides, dict(overrides)
+    train = {**base, **overrides}
+    return train, {**train, "split": EVALUATION_SPLITS[env]}

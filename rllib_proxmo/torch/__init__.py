@@ -1,1 +1,0 @@
-"""PyTorch parts of ProxMO: the LLM RLModule and the learner."""

@@ -1,0 +1,113 @@
+"""The LLM RLModule, the Hugging Face engine and the model resolver, on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rllib_proxmo.algorithm.torch.llm_rl_module import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    SCORED_TOKENS,
+    TOKEN_ENTROPY,
+    TOKEN_LOGP,
+    LLMRLModule,
+)
+from rllib_proxmo.algorithm.torch.model_loading import resolve_model_path
+from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
+from rllib_proxmo.testing import build_tiny_chat_model
+
+WORDS = "press red green blue look help the chest <action> </action>".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return str(build_tiny_chat_model(tmp_path_factory.mktemp("tiny"), WORDS, seed=3))
+
+
+def _module(path: str, **config) -> LLMRLModule:
+    return LLMRLModule(model_config={"model_name_or_path": path, **config}, inference_only=False)
+
+
+def test_token_logp_is_the_same_with_and_without_left_padding(tiny_model_dir):
+    module = _module(tiny_model_dir)
+    short, long = [4, 12, 9, 5, 13], [4, 12, 9, 7, 14, 5, 13, 8]
+    alone = module._forward({INPUT_IDS: torch.tensor([short]), ATTENTION_MASK: torch.ones(1, 5, dtype=torch.long)})
+    padded_ids = torch.tensor([[0, 0, 0, *short], long])
+    mask = (padded_ids != 0).long()
+    batched = module._forward_train({INPUT_IDS: padded_ids, ATTENTION_MASK: mask})
+    torch.testing.assert_close(batched[TOKEN_LOGP][0, 3:], alone[TOKEN_LOGP][0], rtol=0, atol=1e-5)
+    assert batched[TOKEN_ENTROPY].shape == (2, 7) and (batched[TOKEN_ENTROPY] > 0).all()
+    assert batched[TOKEN_LOGP].requires_grad
+    tail = module._forward_train({INPUT_IDS: padded_ids, ATTENTION_MASK: mask, SCORED_TOKENS: 3})
+    torch.testing.assert_close(tail[TOKEN_LOGP], batched[TOKEN_LOGP][:, -3:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(tail[TOKEN_ENTROPY], batched[TOKEN_ENTROPY][:, -3:], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="scored_tokens"):
+        module._forward({INPUT_IDS: padded_ids, ATTENTION_MASK: mask, SCORED_TOKENS: 8})
+
+
+def test_reference_matches_policy_until_the_policy_changes(tiny_model_dir):
+    module = _module(tiny_model_dir)
+    batch = {INPUT_IDS: torch.tensor([[4, 12, 9, 5, 13]]), ATTENTION_MASK: torch.ones(1, 5, dtype=torch.long)}
+    torch.testing.assert_close(module.reference_logp(batch), module._forward(batch)[TOKEN_LOGP], rtol=0, atol=0)
+    with torch.no_grad():
+        for parameter in module.model.parameters():
+            parameter.add_(0.05)
+    assert not torch.allclose(module.reference_logp(batch), module._forward(batch)[TOKEN_LOGP])
+
+
+def test_inference_state_leaves_the_reference_behind_and_keeps_bf16(tiny_model_dir):
+    module = _module(tiny_model_dir, dtype="bfloat16")
+    full = module.get_state()
+    light = module.get_state(inference_only=True)
+    assert any(k.startswith("reference::") for k in full)
+    assert not any(k.startswith("reference::") for k in light)
+    assert {v.dtype for v in light.values()} == {torch.bfloat16}
+    runner_side = LLMRLModule(
+        model_config={"model_name_or_path": tiny_model_dir, "dtype": "bfloat16"}, inference_only=True
+    )
+    with torch.no_grad():
+        for parameter in module.model.parameters():
+            parameter.mul_(0.5)
+    runner_side.set_state(module.get_state(inference_only=True))
+    for name, value in runner_side.model.state_dict().items():
+        torch.testing.assert_close(value, module.model.state_dict()[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="does not have"):
+        runner_side.set_state({"no.such.weight": torch.zeros(1)})
+
+
+def test_lora_trains_and_ships_only_the_adapter(tiny_model_dir):
+    module = _module(tiny_model_dir, lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    shipped = module.get_state(inference_only=True)
+    assert shipped and all("lora_" in k for k in shipped)
+
+
+def test_hf_engine_samples_reproducibly_and_stops_at_eos(tiny_model_dir):
+    module = _module(tiny_model_dir)
+    engine = HFEngine(module.model, module.tokenizer)
+    prompts = [[4, 12, 9, 5], [4, 12, 9, 7, 14, 8, 5]]
+    first = engine.generate(prompts, SamplingParams(max_new_tokens=8, temperature=1.0, seed=11))
+    again = engine.generate(prompts, SamplingParams(max_new_tokens=8, temperature=1.0, seed=11))
+    assert first == again
+    eos = module.tokenizer.eos_token_id
+    for generation in first:
+        assert 1 <= len(generation.token_ids) <= 8
+        assert generation.stopped == (generation.token_ids[-1] == eos)
+        assert module.tokenizer.pad_token_id not in generation.token_ids[:-1] or eos == module.tokenizer.pad_token_id
+    greedy = [engine.generate(prompts, SamplingParams(max_new_tokens=8, temperature=0.0, seed=s)) for s in (1, 2)]
+    assert greedy[0] == greedy[1]
+
+
+def test_sampling_params_and_resolver_reject_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(max_new_tokens=4, temperature=-1)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model_path(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        resolve_model_path(str(tmp_path))
+    with pytest.raises(ValueError, match="model_name_or_path"):
+        LLMRLModule(model_config={}, inference_only=True)

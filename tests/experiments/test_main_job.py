@@ -1,0 +1,207 @@
+"""The main job: CLI, config building, time budget, tables, plot, and two tiny end-to-end runs.
+
+The end-to-end runs use a tiny random chat model on ``TextGuess-v0`` (one iteration,
+a few tokens) and a real SQLite MLflow store in ``tmp_path``, read back with
+``MlflowClient``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from envs import ALFWORLD_TASK_TYPES
+from rllib_proxmo.experiments.main_job import build_config, iterations_to_plan, parse_args, progress_line, train
+from rllib_proxmo.experiments.plots import plot_learning_curve
+from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
+from rllib_proxmo.testing import build_tiny_chat_model
+from tests.text_env import DEFAULT_BUTTONS
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_defaults_fit_the_cpu_budget(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = parse_args([])
+    assert (args.env, args.model, args.estimator) == ("ALFWorld-v0", "smollm2-135m-instruct", "proxmo")
+    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (2, 4, 3, 32)
+    assert args.time_budget_min == 15 and args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
+    assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
+
+
+def test_scale_options_and_the_cluster_address(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    args = parse_args(
+        ["--num-learners", "2", "--num-gpus-per-learner", "1", "--num-env-runners", "4", "--stop-iters", "50"]
+        + ["--run-name", "big"]
+    )
+    assert args.address == "ray://head:10001" and args.num_learners == 2 and args.output == Path("results/big")
+    config = build_config(args)
+    assert config.num_learners == 2 and config.num_gpus_per_learner == 1 and config.num_env_runners == 4
+    assert config.model_config["dtype"] == "bfloat16"
+    assert parse_args(["--address", "auto"]).address == "auto"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--stop-iters", "0"], "positive integer"),
+        (["--time-budget-min", "-1"], "positive number"),
+        (["--env-config", "{not json"], "not valid JSON"),
+        (["--env-config", "[1]"], "JSON object"),
+        (["--num-gpus-per-learner", "2"], "one GPU per DDP learner"),
+        (["--tau", "x"], "invalid float value"),
+        (["--num-learners", "4", "--tasks", "2"], "--tasks"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
+    alfworld = build_config(parse_args(["--num-games", "6", "--env-config", '{"max_steps": 20}']))
+    assert alfworld.env_config == {"data_source": "generated", "num_games": 6, "max_steps": 20}
+    assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
+    assert alfworld.model_config["max_new_tokens"] == 32 and "dtype" not in alfworld.model_config
+    assert alfworld.num_gpus_per_learner == 0 and alfworld.tasks_per_iteration == 2 and alfworld.group_size == 4
+    assert alfworld.llm_env_config == {}
+    webshop = build_config(
+        parse_args(["--env", "WebShop-v0", "--lr", "1e-5", "--llm-env-config", '{"require_think": false}'])
+    )
+    assert webshop.llm_env_config == {"require_think": False}
+    assert webshop.env_config == {"catalog": "generated", "num_products": 200, "max_steps": 15}
+    assert webshop.evaluation_config["env_config"] == {**webshop.env_config, "split": "test"}
+    assert webshop.lr == 1e-5
+
+
+def test_iteration_plan_follows_the_mean_iteration_time():
+    assert iterations_to_plan(0, 0.0, budget_s=900, cap=100) == 100
+    # 2 iterations in 300 s: 150 s each, 600 s left -> 4 more.
+    assert iterations_to_plan(2, 300.0, budget_s=900, cap=100) == 6
+    assert iterations_to_plan(2, 300.0, budget_s=900, cap=3) == 3
+    # Over budget: no more iterations.
+    assert iterations_to_plan(5, 950.0, budget_s=900, cap=100) == 5
+
+
+def test_progress_line_shows_iteration_rates_throughput_and_eta():
+    row = {"success_rate": 0.25, "format_valid_rate": 0.875, "generated_tokens_per_s": 41.25, "time_iteration_s": 160}
+    line = progress_line(3, 5, row, eta_s=320.4)
+    assert line == "iter 3/5 | success 0.25 | format-valid 0.88 | tokens/s 41.2 | iter 160.0 s | ETA 5m20s"
+
+
+def test_evaluation_tables_use_the_paper_columns(tmp_path):
+    metrics = {"success_rate": 0.25, "success_rate/pick": 0.5, "success_rate/cool": 0.0, "score_mean": 0.3}
+    alfworld = evaluation_table("ALFWorld-v0", metrics)
+    assert list(alfworld) == [*ALFWORLD_TASK_TYPES, "all"]
+    assert alfworld["pick"] == "50.0" and alfworld["cool"] == "0.0" and alfworld["look"] == "-"
+    assert alfworld["all"] == "25.0"
+    assert evaluation_table("WebShop-v0", metrics) == {"score": "30.0", "success": "25.0"}
+    assert evaluation_table("TextGuess-v0", {"success_rate": 1.0}) == {"all": "100.0"}
+    csv_path, md_path = write_evaluation_table(alfworld, "proxmo", tmp_path)
+    rows = list(csv.reader(csv_path.open()))
+    assert rows == [["method", *ALFWORLD_TASK_TYPES, "all"], ["proxmo", "50.0", "-", "-", "-", "0.0", "-", "25.0"]]
+    lines = md_path.read_text().splitlines()
+    assert lines[0] == "| method | pick | look | clean | heat | cool | pick2 | all |"
+    assert lines[1] == "|---|---|---|---|---|---|---|---|" and lines[2].startswith("| proxmo | 50.0 |")
+
+
+def test_learning_curve_is_a_png_and_rejects_bad_history(tmp_path):
+    row = {
+        "iteration": 1.0,
+        "success_rate": 0.5,
+        "format_valid_rate": 1.0,
+        "score_mean": 0.5,
+        "generated_tokens_per_s": 30.0,
+    }
+    path = plot_learning_curve(
+        [row, {**row, "iteration": 2.0}], tmp_path / "sub" / "curve.png", "t", {"success_rate": 1}
+    )
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="at least one iteration"):
+        plot_learning_curve([], tmp_path / "empty.png", "t")
+    with pytest.raises(ValueError, match="score_mean"):
+        plot_learning_curve([{k: v for k, v in row.items() if k != "score_mean"}], tmp_path / "bad.png", "t")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    words = ["press", "look", "help", "<action>", "</action>", *DEFAULT_BUTTONS]
+    return str(build_tiny_chat_model(tmp_path_factory.mktemp("tiny"), words, seed=0))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+
+
+def _tiny_run_args(model: str, output: Path, *extra: str):
+    return parse_args(
+        [
+            "--env",
+            "tests.text_env:TextGuess-v0",
+            "--model",
+            model,
+            "--stop-iters",
+            "1",
+            "--max-new-tokens",
+            "6",
+            "--eval-tasks",
+            "3",
+            "--run-name",
+            "tiny-run",
+            "--output",
+            str(output),
+            *extra,
+        ]
+    )
+
+
+def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, ray_session, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    summary = train(_tiny_run_args(tiny_model, tmp_path / "out", "--tracking-uri", uri))
+    printed = capsys.readouterr().out
+    assert "iter 1/1 | success " in printed and "ETA" in printed
+    for key in ("checkpoint", "plot", "evaluation_csv", "evaluation_md"):
+        assert str(summary[key]) in printed and Path(summary[key]).exists()
+    assert summary["plot"].read_bytes()[:8] == PNG_MAGIC
+    assert (Path(summary["checkpoint"]) / "rllib_checkpoint.json").exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "rollouts").iterdir()) == ["iteration_000000.parquet"]
+    assert len(summary["history"]) == 1 and summary["evaluation"]["num_episodes"] == 3
+
+    client = MlflowClient(uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert summary["mlflow_run_id"] in printed and run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["estimator"] == "proxmo" and params["group_size"] == "4" and params["tasks_per_iteration"] == "2"
+    assert params["_model_config.model_name_or_path"] == tiny_model and params["_model_config.max_new_tokens"] == "6"
+    assert len(params) > 100
+    tags = run.data.tags
+    assert (tags["estimator"], tags["env"], tags["model"]) == ("proxmo", "tests.text_env:TextGuess-v0", tiny_model)
+    assert len(tags["git_commit"]) == 40
+    for key in ("env_runners/success_rate", "env_runners/format_valid_rate", "proxmo/generated_tokens_per_s"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1], key
+    assert any(key.startswith("learners/default_policy/") for key in run.data.metrics)
+    evaluation = client.get_metric_history(run.info.run_id, "evaluation/success_rate")
+    assert [(m.step, m.value) for m in evaluation] == [(1, summary["evaluation"]["success_rate"])]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"learning_curve.png", "evaluation.csv", "evaluation.md", "checkpoint"} <= artifacts
+
+
+def test_tiny_run_goes_on_with_one_warning_when_the_store_is_unreachable(tiny_model, ray_session, tmp_path):
+    args = _tiny_run_args(tiny_model, tmp_path / "out", "--tracking-uri", "http://127.0.0.1:9")
+    with pytest.warns(UserWarning, match="MLflow tracking is off") as caught:
+        summary = train(args)
+    assert len([w for w in caught if "MLflow tracking is off" in str(w.message)]) == 1
+    assert summary["mlflow_run_id"] is None and summary["tracking_uri"] is None
+    assert summary["plot"].exists() and summary["evaluation_md"].exists() and Path(summary["checkpoint"]).exists()
+    assert len(summary["history"]) == 1

@@ -1,0 +1,184 @@
+"""The paper's experiment scripts (tuned_examples/): arguments, configs, a Tune run logged to MLflow.
+
+Every script's paper (GPU) and CPU configs are built and validated without
+loading a model or starting Ray, so a typo in a GPU-only setting fails here. The
+Tune test runs two one-iteration trials of a tiny model on generated ALFWorld games
+through the same code path as ``python tuned_examples/proxmo_alfworld.py --cpu``
+and reads the trials back from the MLflow store (and renders the report from it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+from types import ModuleType
+
+import gymnasium as gym
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from envs import ALFWORLD
+from envs.alfworld.env import ALFWorldEnv
+from envs.webshop.env import WebShopEnv
+from rllib_proxmo.experiments import tune_runner as experiments
+from rllib_proxmo.experiments.report import build_report
+from rllib_proxmo.experiments.tune_runner import WEBSHOP, Experiment
+from rllib_proxmo.testing import build_tiny_chat_model
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted(
+    path for path in (REPO / "tuned_examples").glob("*.py") if path.name not in {"psa_similarity_search.py"}
+)
+ENV_CLASSES = {ALFWORLD: ALFWorldEnv, WEBSHOP: WebShopEnv}
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"tuned_examples_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _experiments(module: ModuleType) -> list[Experiment]:
+    if hasattr(module, "GRIDS"):
+        return [module.experiment(sweep) for sweep in module.GRIDS]
+    return [module.EXPERIMENT]
+
+
+def _argv(experiment: Experiment, cpu: bool) -> list[str]:
+    if cpu:
+        return ["--cpu"]
+    return ["--data-dir", "/data/webshop"] if experiment.env == WEBSHOP else []
+
+
+def test_every_paper_experiment_has_a_script():
+    names = {path.stem for path in SCRIPTS}
+    expected = {f"{algo}_{env}" for algo in ("proxmo", "grpo", "gigpo") for env in ("alfworld", "webshop")}
+    assert expected | {"ablation_alfworld", "sensitivity_alfworld"} <= names
+
+
+@pytest.mark.parametrize("cpu", [False, True], ids=["paper", "cpu"])
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
+def test_script_parses_and_builds_valid_configs_for_every_grid_point(script, cpu):
+    module = _load(script)
+    assert (
+        module.__doc__ and "Hardware" in module.__doc__ and ("Table 1" in module.__doc__ or "Figure" in module.__doc__)
+    )
+    for experiment in _experiments(module):
+        args = experiments.parse_args(experiment, _argv(experiment, cpu))
+        config = experiments.build_config(experiment, args)
+        points = experiments.grid_points(experiment, args)
+        grid_size = max([1, *(len(values) for values in experiment.grid.values())])
+        assert len(points) == len(experiment.estimators) * len(experiment.seeds) * grid_size
+        for point in points:
+            resolved = experiments.apply_point(config.copy(copy_frozen=False), point)
+            resolved.validate()
+            assert resolved.seed == point["seed"] and resolved.estimator == point["estimator"]
+        # The base env accepts every env_config key (typos in GPU-only settings fail here).
+        inspect.signature(ENV_CLASSES[experiment.env]).bind(**config.env_config)
+        if config.evaluation_interval:
+            inspect.signature(ENV_CLASSES[experiment.env]).bind(**config.evaluation_config["env_config"])
+        scale = experiments.CPU if cpu else experiments.PAPER
+        assert args.stop_iters == scale.iterations
+        assert config.model_config["model_name_or_path"] == scale.model
+        assert (config.tasks_per_iteration, config.group_size) == (scale.tasks_per_iteration, scale.group_size)
+        assert config.env_config["max_steps"] == {ALFWORLD: 50, WEBSHOP: 15}[experiment.env]
+
+
+def test_paper_settings_are_the_releases():
+    args = experiments.parse_args(_load(REPO / "tuned_examples" / "proxmo_alfworld.py").EXPERIMENT, [])
+    config = experiments.build_config(_load(REPO / "tuned_examples" / "proxmo_alfworld.py").EXPERIMENT, args)
+    assert (config.alpha, config.beta, config.tau, config.gamma, config.omega) == (4.0, 0.1, 0.1, 0.95, 1.0)
+    assert (config.lr, config.clip_param, config.kl_coeff, config.entropy_coeff) == (1e-6, 0.2, 0.01, 0.001)
+    assert config.model_config["model_name_or_path"] == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert config.model_config["max_new_tokens"] == 512 and config.model_config["eval_temperature"] == 0.4
+    assert config.evaluation_config["env_config"]["split"] == "unseen"
+    assert args.seeds == [0, 1, 2] and args.stop_iters == 150
+
+
+def test_command_line_overrides_and_search_space():
+    experiment = _load(REPO / "tuned_examples" / "ablation_alfworld.py").EXPERIMENT
+    args = experiments.parse_args(
+        experiment,
+        ["--cpu", "--model", "some/model", "--seeds", "3", "--stop-iters", "7", "--num-env-runners", "2"],
+    )
+    assert args.stop_iters == 7 and args.seeds == [3] and args.num_env_runners == 2
+    config = experiments.build_config(experiment, args)
+    assert config.model_config["model_name_or_path"] == "some/model"
+    space = experiments.search_space(experiment, args, config)
+    assert space.estimator == {"grid_search": ["proxmo", "proxmo_no_psc", "proxmo_no_psa", "gigpo"]}
+    assert space.seed == {"grid_search": [3]}
+    assert experiments.stop_criteria(args) == {"training_iteration": 7}
+
+
+def test_sensitivity_sweeps_one_hyperparameter_with_the_others_at_the_optimum():
+    module = _load(REPO / "tuned_examples" / "sensitivity_alfworld.py")
+    sweep, rest = module.split_sweep(["--sweep", "tau", "--cpu", "--seeds", "0"])
+    assert sweep == "tau" and rest == ["--cpu", "--seeds", "0"]
+    experiment = module.experiment(sweep)
+    args = experiments.parse_args(experiment, rest)
+    points = experiments.grid_points(experiment, args)
+    assert [point["tau"] for point in points] == list(module.GRIDS["tau"])
+    config = experiments.build_config(experiment, args)
+    assert (config.alpha, config.beta) == (4.0, 0.1)
+    assert all(0.1 in values for values in (module.GRIDS["beta"], module.GRIDS["tau"])) and 4.0 in module.GRIDS["alpha"]
+    with pytest.raises(ValueError, match="sweep"):
+        module.experiment("gamma_typo")
+
+
+def test_bad_input_is_refused_with_a_clear_message(capsys):
+    webshop = _load(REPO / "tuned_examples" / "proxmo_webshop.py").EXPERIMENT
+    with pytest.raises(SystemExit):
+        experiments.parse_args(webshop, [])
+    assert "--data-dir" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not sweepable"):
+        Experiment(name="x", env=ALFWORLD, estimators=("proxmo",), grid={"alhpa": [1.0]})
+    with pytest.raises(ValueError, match="env must be"):
+        Experiment(name="x", env="CartPole-v1", estimators=("proxmo",))
+    with pytest.raises(ValueError, match="estimator"):
+        experiments.run(webshop, experiments.parse_args(webshop, ["--cpu", "--estimators", "proxmo", "ppo"]))
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("env_id", [ALFWORLD, WEBSHOP])
+def test_cpu_variant_envs_are_built_from_their_config(env_id):
+    experiment = Experiment(name="x", env=env_id, estimators=("proxmo",))
+    config = experiments.build_config(experiment, experiments.parse_args(experiment, ["--cpu"]))
+    env = gym.make(env_id, **config.env_config)
+    observation, info = env.reset(seed=0)
+    assert isinstance(observation, str) and observation
+    env.close()
+
+
+@pytest.mark.slow
+def test_tune_runs_two_trials_that_log_to_mlflow(tmp_path, monkeypatch):
+    words = "go to take put open look cabinet drawer 1 2 <action> </action> <think> </think>".split()
+    model = build_tiny_chat_model(tmp_path / "tiny", words)
+    monkeypatch.setenv("RAY_STORAGE", str(tmp_path / "ray_results"))
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    experiment = _load(REPO / "tuned_examples" / "proxmo_alfworld.py").EXPERIMENT
+    argv = ["--cpu", "--model", str(model), "--seeds", "0", "1", "--stop-iters", "1", "--tracking-uri", store]
+    results = experiments.main(experiment, argv)
+    assert len(results) == 2 and not results.errors
+
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("proxmo-alfworld").experiment_id])
+    assert len(runs) == 2
+    assert sorted(run.data.tags["seed"] for run in runs) == ["0", "1"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert (tags["estimator"], tags["env"], tags["model"], tags["scale"]) == ("proxmo", ALFWORLD, str(model), "cpu")
+        assert len(tags["git_commit"]) == 40
+        assert params["estimator"] == "proxmo" and params["tasks_per_iteration"] == "2"
+        assert metrics["training_iteration"] == 1
+        assert 0.0 <= metrics["env_runners/success_rate"] <= 1.0
+        assert metrics["env_runners/num_episodes"] == 8
+        assert any(key.startswith("env_runners/success_rate/") for key in metrics)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "env_runners/success_rate")] == [1]
+        assert "learning_curve.png" in {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+
+    text, images = build_report(client, ["proxmo-alfworld"], tmp_path / "report")
+    assert "| proxmo | 2 |" in text and images[0].stat().st_size > 0
