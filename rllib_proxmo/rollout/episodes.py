@@ -45,11 +45,17 @@ class Turn:
     Attributes:
         prompt_ids: Token ids of the chat-formatted prompt (no padding).
         response_ids: Sampled response token ids (eos included when emitted).
-        reward: Reward the env returned for this step.
+        reward: Reward the env returned for this step (the task's own reward, without
+            any invalid-action penalty).
         state: Raw observation text the action was taken in (PSA / GiGPO state).
         format_valid: Whether the response parsed into an action.
         action_admissible: Whether the parsed action was admissible.
-        advantage: Per-step advantage, filled in by the advantage connector.
+        penalty: Invalid-action penalty of this step (>= 0; ``info["invalid_penalty"]``),
+            applied to this step only by the advantage step, outside the episode return.
+        sampler_logp: Per-token log-probs of ``response_ids`` under the sampler, as the
+            engine computed them (empty when the engine did not report them).
+        cut: True when the response was cut at ``max_new_tokens`` (no stop token).
+        advantage: Per-step advantage, filled in by the advantage step.
     """
 
     prompt_ids: tuple[int, ...]
@@ -58,6 +64,9 @@ class Turn:
     state: str
     format_valid: bool = True
     action_admissible: bool = True
+    penalty: float = 0.0
+    sampler_logp: tuple[float, ...] = ()
+    cut: bool = False
     advantage: float = math.nan
 
 
