@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast bench train clean
+.PHONY: install test test-fast bench gpu-check train clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/advantages.py
 	$(PY) benchmarks/credit_assignment.py
 	$(PY) benchmarks/env_throughput.py
+
+# Checks that need CUDA (bf16 learner, ALFWorld iteration on the GPU, NCCL DDP);
+# without a GPU it says it skipped. ARGS="--model DIR --only learner_bf16".
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 # The main job (ProxMO on generated ALFWorld games with the embedded
 # SmolLM2-135M model on CPU). Until its module lands it says what is missing.

@@ -1,0 +1,280 @@
+"""Checks of the training path that only a CUDA machine can run, with the figures they measure.
+
+Each check is a function registered in :data:`CHECKS` under a short name; it gets a
+:class:`Context` (the model directory, the visible GPUs), returns the figures it
+measured (printed as ``name: key = value``), raises :class:`Skipped` when it cannot
+run here (a package or a second GPU missing) and fails by raising anything else.
+
+    python benchmarks/gpu_check.py                     # every check, tiny Llama built on the fly
+    python benchmarks/gpu_check.py --model /models/qwen2.5-0.5b --only learner_bf16
+    make gpu-check
+
+The model is either a local Hugging Face directory (``--model``; never the hub) or a
+tiny randomly initialised Llama written by :func:`rllib_proxmo.testing.build_tiny_chat_model`.
+Without CUDA the script prints that it skipped and exits 0; it exits 1 when any
+check failed.
+
+Checks (in order):
+
+- ``learner_bf16``: one learner update with ``dtype="bfloat16"`` at lr 1e-6 on the
+  GPU: share of the fp32 master weights that changed, parameter / optimizer /
+  reference / shipped-weight dtypes.
+- ``sampler_gap``: slot (b) of the sampler work (``check_sampler_gap``).
+- ``env_runner_on_gpu``: slot (c) of the sampler work (``check_env_runner_on_gpu``).
+- ``alfworld_iteration``: one ProxMO iteration on generated ALFWorld games with the
+  learner on the GPU; the ``proxmo`` time split of the result.
+- ``ddp_nccl``: two DDP learners over NCCL (needs >= 2 GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+#: Words of the tiny model's vocabulary: ALFWorld's commands and objects, the answer tags.
+TINY_WORDS = (
+    "go to take put open close look examine use heat cool clean inventory from in on with "
+    "cabinet drawer countertop fridge microwave sinkbasin shelf desk bed apple mug knife "
+    "1 2 3 <action> </action> <think> </think>"
+).split()
+
+
+class Skipped(Exception):
+    """The check cannot run on this machine (the message says why)."""
+
+
+@dataclass
+class Context:
+    """What every check may use: the model directory and the visible GPUs."""
+
+    model_dir: str
+    num_gpus: int
+    work_dir: Path
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check: its function and the Python packages it imports."""
+
+    function: Callable[[Context], dict[str, Any]]
+    packages: tuple[str, ...] = ()
+    min_gpus: int = 1
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str, *, packages: tuple[str, ...] = (), min_gpus: int = 1) -> Callable:
+    """Register ``function(context) -> figures`` under ``name`` (registration order = run order)."""
+
+    def register(function: Callable[[Context], dict[str, Any]]) -> Callable[[Context], dict[str, Any]]:
+        if name in CHECKS:
+            raise ValueError(f"check {name!r} is registered twice")
+        CHECKS[name] = Check(function, packages, min_gpus)
+        return function
+
+    return register
+
+
+def missing_packages(packages: tuple[str, ...]) -> list[str]:
+    """The packages of ``packages`` that are not importable here."""
+    return [package for package in packages if importlib.util.find_spec(package) is None]
+
+
+def _learner_config(context: Context, **model_config: Any) -> Any:
+    from rllib_proxmo.algorithm.proxmo import ProxMOConfig
+
+    return (
+        ProxMOConfig()
+        .learners(num_learners=0, num_gpus_per_learner=1)
+        .rl_module(model_config={"model_name_or_path": context.model_dir, **model_config})
+    )
+
+
+def _random_episodes(vocab_size: int, count: int, seed: int) -> list:
+    """``count`` one-turn episodes with random tokens and advantages of both signs."""
+    from rllib_proxmo.rollout.episodes import TextEpisode, Turn
+
+    generator = torch.Generator().manual_seed(seed)
+    episodes = []
+    for index in range(count):
+        prompt = torch.randint(6, vocab_size, (12 + index % 5,), generator=generator).tolist()
+        response = torch.randint(6, vocab_size, (6 + index % 3,), generator=generator).tolist()
+        turn = Turn(tuple(prompt), tuple(response), 0.0, "state", advantage=1.0 if index % 2 else -1.0)
+        episodes.append(TextEpisode(f"episode-{index}", "group-0", "task", "type", turns=[turn]))
+    return episodes
+
+
+# ----------------------------------------------------------------- (a) learner
+@check("learner_bf16", packages=("ray",))
+def check_learner_bf16(context: Context) -> dict[str, Any]:
+    """A bf16-autocast update on the GPU moves most fp32 master weights, even at lr 1e-6."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from envs.spaces import TextSpace
+
+    config = _learner_config(context, dtype="bfloat16").training(lr=1e-6)
+    learner = config.build_learner(spaces={DEFAULT_MODULE_ID: (TextSpace(), TextSpace())})
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    if learner._device.type != "cuda":
+        raise AssertionError(f"the learner sits on {learner._device}, not on a GPU")
+    before = {name: p.detach().clone() for name, p in policy.named_parameters() if p.requires_grad}
+    start = time.perf_counter()
+    learner.update(episodes=_random_episodes(policy.tokenizer.vocab_size, 16, seed=0))
+    torch.cuda.synchronize()
+    update_s = time.perf_counter() - start
+    after = dict(policy.named_parameters())
+    changed = sum(int((after[name].detach() != value).sum()) for name, value in before.items())
+    total = sum(value.numel() for value in before.values())
+    optimizer = learner.get_optimizer(DEFAULT_MODULE_ID)
+    shipped = policy.get_state(inference_only=True)
+    figures = {
+        "device": str(learner._device),
+        "fraction_of_weights_changed": changed / total,
+        "parameter_dtypes": sorted({str(p.dtype) for p in before.values()}),
+        "optimizer_param_dtypes": sorted({str(p.dtype) for g in optimizer.param_groups for p in g["params"]}),
+        "shipped_weight_dtypes": sorted({str(v.dtype) for v in shipped.values()}),
+        "update_s": update_s,
+    }
+    if figures["fraction_of_weights_changed"] <= 0.5:
+        raise AssertionError(f"only {changed}/{total} master weights changed: {figures}")
+    if figures["optimizer_param_dtypes"] != ["torch.float32"] or figures["shipped_weight_dtypes"] != ["torch.bfloat16"]:
+        raise AssertionError(f"wrong dtypes: {figures}")
+    return figures
+
+
+# ------------------------------------------------------- (b), (c) sampler work
+# SLOT (b): the sampler work registers `check_sampler_gap` here, as
+#   @check("sampler_gap", packages=(...))
+#   def check_sampler_gap(context: Context) -> dict[str, Any]: ...
+# SLOT (c): the sampler work registers `check_env_runner_on_gpu` here, as
+#   @check("env_runner_on_gpu", packages=(...))
+#   def check_env_runner_on_gpu(context: Context) -> dict[str, Any]: ...
+
+
+# ------------------------------------------------------- (d) ALFWorld iteration
+@check("alfworld_iteration", packages=("ray", "textworld", "alfworld", "fast_downward"))
+def check_alfworld_iteration(context: Context) -> dict[str, Any]:
+    """One ProxMO iteration on generated ALFWorld games, learner on the GPU."""
+    import ray
+
+    from envs import ALFWORLD
+    from rllib_proxmo.experiments.runtime import start_ray
+
+    start_ray(num_cpus=2, num_gpus=1)
+    try:
+        config = (
+            _learner_config(context, dtype="bfloat16", max_new_tokens=32, temperature=1.0)
+            .environment(ALFWORLD, env_config={"data_source": "generated", "num_games": 12, "max_steps": 50})
+            .env_runners(num_env_runners=0)
+            .training(group_size=4, tasks_per_iteration=2, max_turns=3, micro_batch_size=4)
+            .debugging(seed=0)
+        )
+        algo = config.build_algo()
+        try:
+            result = algo.train()
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    return {key: value for key, value in result["proxmo"].items() if key != "advantages"}
+
+
+# ------------------------------------------------------------ (e) DDP on NCCL
+@check("ddp_nccl", packages=("ray",), min_gpus=2)
+def check_ddp_nccl(context: Context) -> dict[str, Any]:
+    """Two learners, one GPU each, one update through NCCL all-reduces."""
+    import ray
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from rllib_proxmo.experiments.runtime import start_ray
+
+    start_ray(num_cpus=3, num_gpus=2)
+    try:
+        config = (
+            _learner_config(context, dtype="bfloat16")
+            .learners(num_learners=2, num_gpus_per_learner=1)
+            .environment("tests.text_env:TextGuess-v0", env_config={"code_length": 2})
+            .training(group_size=4, tasks_per_iteration=2, llm_env_config={"require_think": False})
+            .debugging(seed=0)
+        )
+        algo = config.build_algo()
+        try:
+            result = algo.train()
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    learner = result["learners"][DEFAULT_MODULE_ID]
+    return {key: learner[key] for key in ("grad_norm", "kl", "num_response_tokens") if key in learner}
+
+
+# ------------------------------------------------------------------- driver
+def _tiny_model(directory: Path) -> str:
+    from rllib_proxmo.testing import build_tiny_chat_model
+
+    return str(build_tiny_chat_model(directory, TINY_WORDS, hidden_size=128, num_layers=2))
+
+
+def run_checks(context: Context, names: list[str]) -> int:
+    """Run the named checks, print their figures; the number of failed checks."""
+    failures = 0
+    for name in names:
+        entry = CHECKS[name]
+        missing = missing_packages(entry.packages)
+        if missing:
+            print(f"{name}: skipped: {', '.join(missing)} not installed")
+            continue
+        if context.num_gpus < entry.min_gpus:
+            print(f"{name}: skipped: needs {entry.min_gpus} GPUs, {context.num_gpus} visible")
+            continue
+        try:
+            figures = entry.function(context)
+        except Skipped as reason:
+            print(f"{name}: skipped: {reason}")
+            continue
+        except Exception:  # a failed check is reported and counted; the others still run
+            failures += 1
+            print(f"{name}: FAILED\n{traceback.format_exc()}")
+            continue
+        for key, value in figures.items():
+            print(f"{name}: {key} = {value:.6g}" if isinstance(value, float) else f"{name}: {key} = {value}")
+        print(f"{name}: ok")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="local Hugging Face model directory (default: build a tiny Llama)")
+    parser.add_argument("--only", nargs="+", choices=sorted(CHECKS), help="run only these checks")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_check: skipped: CUDA is not available on this machine")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
+        work_dir = Path(work)
+        model_dir = args.model or _tiny_model(work_dir / "tiny_model")
+        context = Context(model_dir=model_dir, num_gpus=torch.cuda.device_count(), work_dir=work_dir)
+        print(f"gpu_check: {context.num_gpus} GPU(s), {torch.cuda.get_device_name(0)}, model {model_dir}")
+        names = args.only or list(CHECKS)
+        failures = run_checks(context, names)
+    print(f"gpu_check: {len(names) - failures}/{len(names)} checks passed or skipped, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
