@@ -56,7 +56,7 @@ def test_reference_matches_policy_until_the_policy_changes(tiny_model_dir):
     assert not torch.allclose(module.reference_logp(batch), module._forward(batch)[TOKEN_LOGP])
 
 
-def test_inference_state_leaves_the_reference_behind_and_keeps_bf16(tiny_model_dir):
+def test_inference_state_leaves_the_reference_behind_and_ships_bf16(tiny_model_dir):
     module = _module(tiny_model_dir, dtype="bfloat16")
     full = module.get_state()
     light = module.get_state(inference_only=True)
@@ -66,12 +66,13 @@ def test_inference_state_leaves_the_reference_behind_and_keeps_bf16(tiny_model_d
     runner_side = LLMRLModule(
         model_config={"model_name_or_path": tiny_model_dir, "dtype": "bfloat16"}, inference_only=True
     )
+    assert {p.dtype for p in runner_side.model.parameters()} == {torch.bfloat16}
     with torch.no_grad():
         for parameter in module.model.parameters():
             parameter.mul_(0.5)
     runner_side.set_state(module.get_state(inference_only=True))
     for name, value in runner_side.model.state_dict().items():
-        torch.testing.assert_close(value, module.model.state_dict()[name], rtol=0, atol=0)
+        torch.testing.assert_close(value, module.model.state_dict()[name].to(torch.bfloat16), rtol=0, atol=0)
     with pytest.raises(ValueError, match="does not have"):
         runner_side.set_state({"no.such.weight": torch.zeros(1)})
 
@@ -82,6 +83,18 @@ def test_lora_trains_and_ships_only_the_adapter(tiny_model_dir):
     assert trainable and all("lora_" in n for n in trainable)
     shipped = module.get_state(inference_only=True)
     assert shipped and all("lora_" in k for k in shipped)
+
+
+def test_lora_in_bf16_trains_an_fp32_adapter_over_a_bf16_base(tiny_model_dir):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    module = _module(tiny_model_dir, dtype="bfloat16", lora=lora)
+    assert {p.dtype for p in module.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in module.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert {v.dtype for v in module.get_state(inference_only=True).values()} == {torch.bfloat16}
+    runner_side = LLMRLModule(
+        model_config={"model_name_or_path": tiny_model_dir, "dtype": "bfloat16", "lora": lora}, inference_only=True
+    )
+    assert {p.dtype for p in runner_side.parameters()} == {torch.bfloat16}
 
 
 def test_hf_engine_samples_reproducibly_and_stops_at_eos(tiny_model_dir):

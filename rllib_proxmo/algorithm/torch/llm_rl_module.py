@@ -4,12 +4,19 @@ Model config keys (``config.rl_module(model_config={...})``):
 
 - ``model_name_or_path`` (required): embedded alias, local directory or hub id
   (see :func:`rllib_proxmo.algorithm.torch.model_loading.resolve_model_path`).
-- ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``; weights travel to
-  env runners in this dtype.
+- ``dtype``: the compute and inference dtype, ``"float32"`` (default), ``"bfloat16"``
+  or ``"float16"`` (inference only: fp16 training would need loss scaling, so a
+  learner refuses it). The learner's trainable parameters are always fp32 (master
+  weights, updated by AdamW in fp32; bf16 weights would round most lr-1e-6 updates
+  away); its forward passes run under ``torch.autocast`` in ``dtype`` on CUDA
+  (:func:`autocast_dtype`) and in fp32 on CPU, where bf16 matmuls are slower than fp32
+  (no AMX). The frozen reference model is stored in ``dtype``; env-runner
+  (``inference_only``) modules load in ``dtype`` and receive weights cast to it.
 - ``lora``: optional dict of ``peft.LoraConfig`` arguments (e.g. ``{"r": 8,
   "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}``). With LoRA only the
-  adapter is trained and sent to env runners, and the reference policy is the base
-  model with the adapter disabled (no second copy).
+  adapter is trained (fp32 on the learner) and sent to env runners, the frozen base
+  is stored in ``dtype``, and the reference policy is the base model with the adapter
+  disabled (no second copy).
 - ``max_new_tokens``, ``temperature``, ``top_p``, ``eval_temperature``: sampling
   settings read by the env runner.
 
@@ -28,6 +35,7 @@ sent to env runners.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Collection
 from typing import Any
@@ -48,6 +56,28 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _REFERENCE_PREFIX = "reference::"
 
 
+def compute_dtype(name: str, *, training: bool) -> torch.dtype:
+    """The torch dtype named by ``model_config["dtype"]``; fp16 only for inference."""
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    if training and name == "float16":
+        raise ValueError(
+            "dtype 'float16' cannot be trained: fp16 gradients need loss scaling, which this learner "
+            "does not do; use 'bfloat16' (GPUs with bf16 support) or 'float32'"
+        )
+    return _DTYPES[name]
+
+
+def autocast_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype | None:
+    """Dtype to autocast forward passes to on ``device_type`` (None: no autocast).
+
+    CUDA computes in ``dtype`` over fp32 master weights. CPUs compute in fp32: bf16
+    is slower than fp32 on CPUs without AMX (docs/design.md), and weights stored in
+    bf16 (reference, env runners) compute in bf16 without autocast anyway.
+    """
+    return dtype if device_type == "cuda" and dtype != torch.float32 else None
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions 0, 1, ... counted over real tokens only (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -60,20 +90,22 @@ class LLMRLModule(TorchRLModule):
         config = self.model_config or {}
         if "model_name_or_path" not in config:
             raise ValueError("model_config must name a model: {'model_name_or_path': ...}")
-        dtype_name = config.get("dtype", "float32")
-        if dtype_name not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype_name!r}")
+        training = not bool(self.inference_only)
+        self.compute_dtype = compute_dtype(config.get("dtype", "float32"), training=training)
         self.temperature = float(config.get("temperature", 1.0))
-        model, self.tokenizer = load_causal_lm(config["model_name_or_path"], _DTYPES[dtype_name])
         self.uses_lora = bool(config.get("lora"))
+        # Weights that AdamW updates are fp32; frozen and inference-only weights use the compute dtype.
+        storage_dtype = torch.float32 if training and not self.uses_lora else self.compute_dtype
+        model, self.tokenizer = load_causal_lm(config["model_name_or_path"], storage_dtype)
         if self.uses_lora:
             from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(**config["lora"]))
+            # peft's autocast_adapter_dtype keeps the trained adapter in fp32 over a bf16 base.
+            model = get_peft_model(model, LoraConfig(**config["lora"]), autocast_adapter_dtype=training)
         self.model = model
         reference = None
-        if not bool(self.inference_only) and not self.uses_lora:
-            reference = copy.deepcopy(model).requires_grad_(False).eval()
+        if training and not self.uses_lora:
+            reference = copy.deepcopy(model).to(self.compute_dtype).requires_grad_(False).eval()
         # Stored outside nn.Module's registry: not a parameter, not in DDP, not synced.
         object.__setattr__(self, "_reference", reference)
 
@@ -91,17 +123,18 @@ class LLMRLModule(TorchRLModule):
         scored = int(batch.get(SCORED_TOKENS, input_ids.shape[1] - 1))
         if not 1 <= scored < input_ids.shape[1]:
             raise ValueError(f"scored_tokens must be in [1, {input_ids.shape[1] - 1}], got {scored}")
-        logits = (
-            model(
+        autocast = autocast_dtype(input_ids.device.type, self.compute_dtype)
+        with (
+            torch.autocast(input_ids.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+        ):
+            output = model(
                 input_ids=input_ids,
                 attention_mask=mask,
                 position_ids=position_ids_from_mask(mask),
                 use_cache=False,
                 logits_to_keep=scored + 1,
             )
-            .logits[:, :-1]
-            .float()
-        )
+        logits = output.logits[:, :-1].float()
         if self.temperature > 0:
             logits = logits / self.temperature
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -138,16 +171,22 @@ class LLMRLModule(TorchRLModule):
         inference_only: bool = False,
         **kwargs: Any,
     ) -> StateDict:
-        """Weights as CPU tensors in the model's dtype (bf16 stays bf16).
+        """Weights as CPU tensors.
 
         ``inference_only=True`` gives what env runners need: the policy weights (with
-        LoRA, only the adapter). Otherwise the reference model's weights are included
-        under ``"reference::<name>"`` so checkpoints restore it.
+        LoRA, only the adapter), cast to the compute dtype. Otherwise the weights keep
+        their own dtype (fp32 master weights) and the reference model's weights are
+        included under ``"reference::<name>"`` so checkpoints restore it.
         """
         policy = self.model.state_dict()
         if inference_only and self.uses_lora:
             policy = {k: v for k, v in policy.items() if "lora_" in k}
-        state = {k: v.detach().cpu().clone() for k, v in policy.items()}
+        state = {
+            k: v.detach().to(
+                "cpu", self.compute_dtype if inference_only and v.is_floating_point() else v.dtype, copy=True
+            )
+            for k, v in policy.items()
+        }
         if not inference_only and self._reference is not None:
             state.update(
                 {_REFERENCE_PREFIX + k: v.detach().cpu().clone() for k, v in self._reference.state_dict().items()}
