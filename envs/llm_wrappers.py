@@ -7,7 +7,7 @@ The stack is ``PromptWrapper(ActionParsingWrapper(base_env))``
   extracts the command from its ``<action>...</action>`` block, checks it
   against the admissible commands and either executes it or, for a malformed
   output or an inadmissible command, executes the base env's no-op and
-  subtracts a penalty from the reward.
+  reports a penalty in ``info["invalid_penalty"]`` (the reward stays the env's).
 - :class:`PromptWrapper` replaces the observation by the paper's prompt: task,
   step count, the last ``history_length`` observations and actions, current
   observation and admissible actions (see :mod:`envs.prompts`).
@@ -49,7 +49,7 @@ from envs.spaces import TextSpace
 
 logger = logging.getLogger(__name__)
 
-#: Reward subtracted for a malformed output or an inadmissible command (paper and release setting).
+#: Penalty of a malformed output or an inadmissible command, kept out of the reward (the release's setting).
 DEFAULT_INVALID_ACTION_PENALTY = 0.1
 #: Remembered (observation, action) pairs shown in the prompt (release setting).
 DEFAULT_HISTORY_LENGTH = 2
@@ -160,7 +160,13 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
     the command with :func:`match_admissible` against the admissible actions
     of the current step. A valid command is passed to the base env in its
     admissible spelling; otherwise ``env.unwrapped.noop_action`` is passed and
-    ``invalid_action_penalty`` is subtracted from the reward.
+    ``invalid_action_penalty`` is reported in ``info["invalid_penalty"]``.
+
+    The returned reward is always the base env's own: the penalty is not part
+    of the task's return, so episode returns, success rates and returns-to-go
+    stay the env's. The env runner keeps it in ``Turn.penalty`` and the
+    advantage core subtracts it from this step's advantage only
+    (:mod:`rllib_proxmo.advantages.estimators`).
 
     ``step`` adds to ``info``:
 
@@ -169,7 +175,8 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
     - ``parsed_action`` (str | None): the command, in its admissible spelling
       when admissible; None for a malformed output.
     - ``executed_action`` (str): what the base env received.
-    - ``invalid_action_penalty`` (float): the amount subtracted this step (0.0 or the penalty).
+    - ``invalid_penalty`` (float): this step's penalty (0.0, or ``invalid_action_penalty``
+      for an invalid output).
     - ``num_invalid_actions`` / ``num_format_errors`` (int): invalid outputs
       (malformed or inadmissible) / malformed outputs so far in the episode.
 
@@ -178,7 +185,7 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
 
     Args:
         env: Base text env (see the module docstring).
-        invalid_action_penalty: Non-negative reward subtracted per invalid output.
+        invalid_action_penalty: Non-negative penalty of each invalid output.
         require_think: Whether a ``<think>`` block is part of a well-formed output.
     """
 
@@ -242,11 +249,11 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
             action_admissible=valid,
             parsed_action=admissible if valid else command,
             executed_action=executed,
-            invalid_action_penalty=penalty,
+            invalid_penalty=penalty,
             num_invalid_actions=self._num_invalid,
             num_format_errors=self._num_format_errors,
         )
-        return obs, float(reward) - penalty, terminated, truncated, info
+        return obs, float(reward), terminated, truncated, info
 
 
 class PromptWrapper(gym.Wrapper[str, str, str, str]):

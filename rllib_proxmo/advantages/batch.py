@@ -27,6 +27,22 @@ def _as_int_vector(name: str, values, n: int | None) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def _as_penalty(penalty, n: int) -> np.ndarray:
+    """(n,) float64 invalid-action penalties: zeros for None, else finite values >= 0."""
+    if penalty is None:
+        return np.zeros(n)
+    array = np.asarray(penalty)
+    if array.shape != (n,):
+        raise ValueError(f"length mismatch: penalty has shape {array.shape}, group_id has {n} rows")
+    if n and not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"penalty must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        row = int(np.argmax(~np.isfinite(array) | (array < 0)))
+        raise ValueError(f"penalty must be finite and >= 0 (it is subtracted); row {row} holds {array[row]}")
+    return array
+
+
 def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(unique_values, codes)`` with ``unique_values[codes] == values``."""
     unique, codes = np.unique(values, return_inverse=True)
@@ -97,7 +113,11 @@ class StepBatch:
         group_index: (n,) dense group number in ``[0, G)`` of each step.
         episode_index: (n,) dense episode number in ``[0, E)`` of each step.
         t: (n,) 0-based step index inside the episode.
-        reward: (n,) float64 immediate rewards.
+        reward: (n,) float64 immediate rewards (the env's own: R(tau), the
+            z-score, PSC and the returns-to-go see only these).
+        penalty: (n,) float64 invalid-action penalty of each step (>= 0; 0 for a
+            valid step), kept apart from ``reward``: the estimators subtract it
+            from the offending step's advantage only.
         state: the n raw state texts.
         episode_group: (E,) dense group number of each episode.
         episode_success: (E,) bool, success flag of each episode.
@@ -109,6 +129,7 @@ class StepBatch:
     episode_index: np.ndarray
     t: np.ndarray
     reward: np.ndarray
+    penalty: np.ndarray
     state: tuple[str, ...]
     episode_group: np.ndarray
     episode_success: np.ndarray
@@ -136,12 +157,16 @@ class StepBatch:
         reward,
         state: Sequence[str],
         success,
+        penalty=None,
     ) -> StepBatch:
         """Check the raw columns and build the dense indices.
 
+        ``penalty`` is an optional (n,) column of non-negative invalid-action
+        penalties (None: no step is penalised).
+
         Raises:
             ValueError: mismatched lengths, non-integer ids, NaN/inf rewards,
-                non-binary success values, an episode split across groups or
+                a negative or non-finite penalty, non-binary success values, an episode split across groups or
                 with varying success, step indices that are not 0..T-1, or
                 states that are not strings.
         """
@@ -158,6 +183,7 @@ class StepBatch:
         reward = reward.astype(np.float64)
         if not np.all(np.isfinite(reward)):
             raise ValueError(f"reward holds {int(np.sum(~np.isfinite(reward)))} NaN or infinite value(s)")
+        penalty = _as_penalty(penalty, n)
 
         if isinstance(state, (str, bytes)):
             raise ValueError("state must be a sequence of n strings, not a single string")
@@ -201,6 +227,7 @@ class StepBatch:
             episode_index=episode_index,
             t=t,
             reward=reward,
+            penalty=penalty,
             state=state,
             episode_group=episode_group,
             episode_success=episode_success,

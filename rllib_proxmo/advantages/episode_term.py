@@ -66,18 +66,23 @@ def success_rate(episode_success: np.ndarray, episode_group: np.ndarray) -> np.n
 
 
 def psc_weight(success, p, alpha: float, beta: float) -> np.ndarray:
-    """PSC modulation weight ``w(R, p)`` of paper Eq. 6.
+    """PSC modulation weight ``w(R, p)`` of paper Eq. 6, with ``d = 1 - p``.
 
-    ``w = 1 + beta * (sigmoid(alpha * (1 - p)) - 0.5)`` for a successful episode,
-    ``w = 1 + beta * (sigmoid(-alpha * p) - 0.5)`` for a failed one. Successes in
-    hard groups (p -> 0) are amplified up to ``1 + beta * (sigmoid(alpha) - 0.5)``
-    (1.048 for the defaults); failures in easy groups (p -> 1) are attenuated
-    down to ``1 - beta * (sigmoid(alpha) - 0.5)`` (0.952).
+    ``w = 1 + beta * (sigmoid(d**alpha) - 0.5)`` for a successful episode and
+    ``w = 1 + beta * (sigmoid(-p**alpha) - 0.5)`` for a failed one: powers, as
+    the paper typesets ``d^alpha`` / ``p^alpha`` and as the authors' release
+    computes them. Successes in hard groups (p -> 0) are amplified up to
+    ``1 + beta * (sigmoid(1) - 0.5)`` (1.0231 for alpha=4, beta=0.1); failures
+    in easy groups (p -> 1) are attenuated down to
+    ``1 + beta * (sigmoid(-1) - 0.5)`` (0.9769); at p = 0.5 the modulation is
+    minimal (1.0016 / 0.9984). Larger alpha flattens the weight towards 1 for
+    every p away from the extremes. The release uses this same function with its
+    own beta and its own p (see :mod:`rllib_proxmo.advantages.release`).
 
     Args:
         success: (E,) bools.
         p: (E,) group success rates in [0, 1].
-        alpha: steepness.
+        alpha: exponent applied to d (successes) and p (failures).
         beta: strength.
 
     Returns:
@@ -85,7 +90,7 @@ def psc_weight(success, p, alpha: float, beta: float) -> np.ndarray:
     """
     success = np.asarray(success, dtype=bool)
     p = np.asarray(p, dtype=np.float64)
-    logits = np.where(success, alpha * (1.0 - p), -alpha * p)
+    logits = np.where(success, np.power(1.0 - p, alpha), -np.power(p, alpha))
     return 1.0 + beta * (sigmoid(logits) - 0.5)
 
 

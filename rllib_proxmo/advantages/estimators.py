@@ -8,8 +8,22 @@ estimator            episode term                          step term (times omeg
 ``proxmo_no_psa``    PSC-weighted z-score                  none
 ``grpo``             z-score                               none
 ``gigpo``            z-score                               exact-match step groups
-``proxmo_official``  the authors' release (see ``official``)
+``proxmo_official``  the authors' release (see ``release``)
 ===================  ====================================  ===========================
+
+Every paper estimator then subtracts the step's invalid-action penalty (the
+optional ``penalty`` column) from that step's advantage alone::
+
+    A_t = episode_term + omega * step_term_t - penalty_t
+
+The penalty stays out of R(tau), the group z-score, PSC's success rate and the
+returns-to-go that PSA and GiGPO compare, so one malformed output cannot move
+the credit of its episode or of the other rollouts. On the advantage scale the
+release's 0.1 is 10 % of a success in a p = 0.5 group (episode term ~1), 5.8 %
+in a p = 0.25 group (sqrt(3) ~ 1.73), and it is the whole signal of an
+otherwise uniform group (all succeed or all fail: episode term 0).
+``proxmo_official`` applies the penalty as the release does (see
+:mod:`rllib_proxmo.advantages.release`).
 """
 
 from __future__ import annotations
@@ -58,12 +72,12 @@ class AdvantageConfig:
 
     Raises:
         ValueError: an unknown estimator or scope, a non-finite number,
-            ``tau <= 0``, ``gamma`` outside [0, 1], or a ``beta`` other than
+            ``alpha <= 0``, ``tau <= 0``, ``gamma`` outside [0, 1], or a ``beta`` other than
             the paper's with ``proxmo_official`` (the release fixes it).
     """
 
     estimator: str = field(default="proxmo", metadata={"help": f"credit assignment: one of {', '.join(ESTIMATORS)}"})
-    alpha: float = field(default=4.0, metadata={"help": "PSC steepness alpha (Eq. 6)"})
+    alpha: float = field(default=4.0, metadata={"help": "PSC exponent alpha, > 0: sigmoid(d**alpha) (Eq. 6)"})
     beta: float = field(default=0.1, metadata={"help": "PSC strength beta (Eq. 6)"})
     tau: float = field(default=0.1, metadata={"help": "PSA softmax temperature tau, > 0 (Eq. 10)"})
     gamma: float = field(default=0.95, metadata={"help": "discount of the returns-to-go, in [0, 1] (Eq. 8)"})
@@ -82,6 +96,8 @@ class AdvantageConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0 (PSC's exponent of d = 1 - p and of p), got {self.alpha}")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0 (softmax temperature), got {self.tau}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -112,14 +128,23 @@ def _resolve(config: AdvantageConfig | None, settings: dict) -> AdvantageConfig:
 
 
 def compute_advantages_with_diagnostics(
-    group_id, episode_id, t, reward, state: Sequence[str], success, config: AdvantageConfig | None = None, **settings
+    group_id,
+    episode_id,
+    t,
+    reward,
+    state: Sequence[str],
+    success,
+    config: AdvantageConfig | None = None,
+    *,
+    penalty=None,
+    **settings,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Advantages and the batch diagnostics of :func:`advantage_diagnostics` in one pass.
 
     Takes the same arguments as :func:`compute_advantages`.
     """
     cfg = _resolve(config, settings)
-    batch = StepBatch.from_arrays(group_id, episode_id, t, reward, state, success)
+    batch = StepBatch.from_arrays(group_id, episode_id, t, reward, state, success, penalty)
     diagnostics = _batch_diagnostics(batch)
     if cfg.estimator == "proxmo_official":
         advantages = official_advantages(batch, alpha=cfg.alpha, tau=cfg.tau, gamma=cfg.gamma, omega=cfg.omega)
@@ -148,6 +173,7 @@ def compute_advantages_with_diagnostics(
     elif cfg.estimator == "gigpo":
         step_group = exact_match_groups(batch.group_index, batch.state)
         advantages = advantages + cfg.omega * gigpo_step_advantage(step_group, batch.returns_to_go(cfg.gamma))
+    advantages = advantages - batch.penalty
     return advantages, {**diagnostics, **_advantage_moments(advantages)}
 
 
@@ -159,9 +185,11 @@ def compute_advantages(
     state: Sequence[str],
     success,
     config: AdvantageConfig | None = None,
+    *,
+    penalty=None,
     **settings,
 ) -> np.ndarray:
-    """One advantage per step, ``A = episode term + omega * step term``.
+    """One advantage per step, ``A = episode term + omega * step term - penalty``.
 
     Args:
         group_id: (n,) ints, task group of each step (the N rollouts of one
@@ -175,6 +203,11 @@ def compute_advantages(
         success: (n,) bools (or 0/1), whether the step's episode succeeded;
             the same for all steps of an episode. Drives PSC's success rate.
         config: the estimator and its hyperparameters (default: the paper's).
+        penalty: optional (n,) floats >= 0, the invalid-action penalty of each
+            step (``Turn.penalty``; None: no penalty). Subtracted from that
+            step's advantage only, outside every episode and step statistic
+            (see the module docstring); ``proxmo_official`` applies it the
+            release's way.
         **settings: fields of :class:`AdvantageConfig` (``estimator``, ``alpha``,
             ``beta``, ``tau``, ``gamma``, ``omega``, ``psa_scope``) that
             override ``config``.
@@ -191,15 +224,26 @@ def compute_advantages(
         (n,) float64 advantages, later broadcast to the step's response tokens.
 
     Raises:
-        ValueError: for mismatched lengths, NaN/inf rewards, an episode split
-            across groups, non-binary or inconsistent success values, bad step
+        ValueError: for mismatched lengths, NaN/inf rewards, a negative or
+            non-finite penalty, an episode split across groups, non-binary or inconsistent success values, bad step
             indices, ``tau <= 0``, an unknown estimator or scope.
     """
-    return compute_advantages_with_diagnostics(group_id, episode_id, t, reward, state, success, config, **settings)[0]
+    return compute_advantages_with_diagnostics(
+        group_id, episode_id, t, reward, state, success, config, penalty=penalty, **settings
+    )[0]
 
 
 def advantage_diagnostics(
-    group_id, episode_id, t, reward, state: Sequence[str], success, config: AdvantageConfig | None = None, **settings
+    group_id,
+    episode_id,
+    t,
+    reward,
+    state: Sequence[str],
+    success,
+    config: AdvantageConfig | None = None,
+    *,
+    penalty=None,
+    **settings,
 ) -> dict[str, float]:
     """Batch statistics of the credit assignment, flat and ready to log as metrics.
 
@@ -212,6 +256,8 @@ def advantage_diagnostics(
       fraction of steps whose exact-match step group (same task group and
       identical state text) has that size, the paper's Table 2; reported for
       every estimator since it describes the batch;
+    - ``invalid_penalty_step_fraction`` (steps with a penalty > 0) and
+      ``invalid_penalty_mean`` (mean penalty per step);
     - with PSC: ``psc_weight_min``, ``psc_weight_max``;
     - with PSA: ``psa_weight_entropy`` (nats), ``psa_effective_neighbours``
       (``1 / sum w**2``) and ``psa_num_candidates``, means over steps;
@@ -219,7 +265,9 @@ def advantage_diagnostics(
 
     Takes the same arguments as :func:`compute_advantages`.
     """
-    return compute_advantages_with_diagnostics(group_id, episode_id, t, reward, state, success, config, **settings)[1]
+    return compute_advantages_with_diagnostics(
+        group_id, episode_id, t, reward, state, success, config, penalty=penalty, **settings
+    )[1]
 
 
 def _batch_diagnostics(batch: StepBatch) -> dict[str, float]:
@@ -243,6 +291,8 @@ def _batch_diagnostics(batch: StepBatch) -> dict[str, float]:
         gigpo_step_group_size_2=float(np.mean(size == 2)),
         gigpo_step_group_size_3=float(np.mean(size == 3)),
         gigpo_step_group_size_gt3=float(np.mean(size > 3)),
+        invalid_penalty_step_fraction=float(np.mean(batch.penalty > 0)),
+        invalid_penalty_mean=float(batch.penalty.mean()),
     )
     return stats
 

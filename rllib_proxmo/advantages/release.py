@@ -8,13 +8,20 @@ description):
 - rewards are scaled by 10, so a success scores 10;
 - the episode baseline is the mean episode score over the group's *rows*
   (steps), so long episodes weigh more, and there is no division by the std;
-- PSC raises to powers, ``sigmoid(d**alpha)`` / ``sigmoid(-p**alpha)``, with
-  ``p = clip(mean score, 0, 1)`` on the 10-scale, and a fixed strength
-  ``beta = 0.05 / (sigmoid(1) - 0.5)`` (about 0.216);
+- PSC is the paper's power form (:func:`~rllib_proxmo.advantages.episode_term.psc_weight`)
+  with ``p = clip(mean score, 0, 1)`` on the 10-scale, "success" meaning a row
+  score above 0.5, and a fixed strength ``beta = 0.05 / (sigmoid(1) - 0.5)``
+  (about 0.216);
 - TF-IDF keeps the 1024 most frequent terms of the whole batch and rows are
   divided by ``norm + 1e-8`` (an empty state then has similarity 0 even with
   itself);
-- PSA compares every step of the group (no same-step rule).
+- PSA compares every step of the group (no same-step rule);
+- the invalid-action penalty (0.1, unscaled, so 1 % of a success's 10) is
+  subtracted from the offending row's score and from its return-to-go, after
+  the returns are discounted (verl-agent's ``apply_invalid_action_penalty`` on
+  ``token_level_scores`` and ``step_rewards``). The penalised score then enters
+  the group's row mean, and the penalised return the other rows' soft
+  baselines; earlier steps of the episode are not penalised.
 
 The paper-faithful ``"proxmo"`` estimator is the default of this library:
 it is what the paper specifies, its episode term is scale-free (binary or
@@ -31,7 +38,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from rllib_proxmo.advantages.batch import StepBatch
-from rllib_proxmo.advantages.episode_term import group_mean_std, sigmoid
+from rllib_proxmo.advantages.episode_term import group_mean_std, psc_weight, sigmoid
 from rllib_proxmo.advantages.step_term import similarity_softmax
 
 __all__ = ["RELEASE_BETA", "RELEASE_MAX_FEATURES", "RELEASE_REWARD_SCALE", "official_advantages"]
@@ -45,8 +52,13 @@ _NORM_EPS = 1e-8
 def official_advantages(batch: StepBatch, *, alpha: float, tau: float, gamma: float, omega: float) -> np.ndarray:
     """(n,) advantages exactly as the authors' release computes them.
 
+    Per row i of group g (rewards x10, ``c_i`` the row's penalty):
+    ``score_i = 10 R(tau) - c_i``, ``mu_g`` the mean score over the group's rows,
+    ``A_E = (score_i - mu_g) * w(score_i > 0.5, clip(mu_g, 0, 1))``,
+    ``R_i = R_t(10 r) - c_i`` and ``A = A_E + omega * (R_i - sum_j w_ij R_j)``.
+
     Args:
-        batch: the validated steps.
+        batch: the validated steps (``batch.penalty`` is the release's penalty column).
         alpha: PSC exponent (the release raises to this power).
         tau: softmax temperature over whole-group similarities.
         gamma: discount of the returns-to-go (on 10-scaled rewards).
@@ -55,19 +67,14 @@ def official_advantages(batch: StepBatch, *, alpha: float, tau: float, gamma: fl
     n = batch.num_steps
     if not n:
         return np.zeros(0)
-    score = RELEASE_REWARD_SCALE * batch.episode_return[batch.episode_index]
+    score = RELEASE_REWARD_SCALE * batch.episode_return[batch.episode_index] - batch.penalty
     count, mean, _ = group_mean_std(score, batch.group_index)
     mean = np.where(count > 1, mean, 0.0)
-    p = np.clip(mean, 0.0, 1.0)
-    modulation = np.where(
-        score > 0.5,
-        sigmoid(np.power(1.0 - p, alpha)) - 0.5,
-        sigmoid(-np.power(p, alpha)) - 0.5,
-    )
-    episode_term = (score - mean) * (1.0 + RELEASE_BETA * modulation)
+    weight = psc_weight(score > 0.5, np.clip(mean, 0.0, 1.0), alpha, RELEASE_BETA)
+    episode_term = (score - mean) * weight
 
     scaled = dataclasses.replace(batch, reward=RELEASE_REWARD_SCALE * batch.reward)
-    returns = scaled.returns_to_go(gamma)
+    returns = scaled.returns_to_go(gamma) - batch.penalty
     return episode_term + omega * (returns - _group_soft_baseline(batch, returns, tau))
 
 

@@ -2,7 +2,8 @@
 
 This driver-side step flattens the turns of all given episodes into the step arrays of
 :func:`rllib_proxmo.advantages.compute_advantages_with_diagnostics` (raw state text
-from ``info["state"]``, success from ``info["won"]``), writes each step's scalar
+from ``info["state"]``, success from ``info["won"]``, the invalid-action penalty
+from ``Turn.penalty``, applied to its own step only), writes each step's scalar
 advantage into ``Turn.advantage`` and logs the core's diagnostics.
 
 It must see whole groups *and the whole batch*: the episode term normalises within
@@ -45,6 +46,7 @@ class GroupAdvantages:
             columns["state"],
             columns["success"],
             self.config,
+            penalty=columns["penalty"],
         )
         if not np.all(np.isfinite(advantages)):
             raise ValueError(f"estimator {self.config.estimator!r} produced non-finite advantages")

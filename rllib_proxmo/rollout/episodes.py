@@ -100,9 +100,11 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
 
     Keys: ``group_id`` and ``episode_id`` (dense ints, numbered in order of first
     appearance), ``t``, ``reward``, ``state`` (list of str), ``success`` (the
-    episode's ``won``), ``task_id`` and ``task_type`` (lists of str): the inputs of
+    episode's ``won``), ``penalty`` (``Turn.penalty``), ``task_id`` and
+    ``task_type`` (lists of str): the inputs of
     :func:`rllib_proxmo.advantages.compute_advantages` and the columns of
-    :mod:`rllib_proxmo.analysis.rollout_files` (but ``iteration``).
+    :mod:`rllib_proxmo.analysis.rollout_files` (but ``iteration``; ``penalty`` is
+    stored there as an extra column).
 
     Raises:
         ValueError: for an empty episode list or an episode without turns.
@@ -111,7 +113,8 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
         raise ValueError("no episodes to flatten")
     group_codes: dict[str, int] = {}
     columns: dict[str, list[Any]] = {
-        key: [] for key in ("group_id", "episode_id", "t", "reward", "state", "success", "task_id", "task_type")
+        key: []
+        for key in ("group_id", "episode_id", "t", "reward", "state", "success", "penalty", "task_id", "task_type")
     }
     for number, episode in enumerate(episodes):
         if not episode.turns:
@@ -124,6 +127,7 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
             columns["reward"].append(turn.reward)
             columns["state"].append(turn.state)
             columns["success"].append(episode.won)
+            columns["penalty"].append(turn.penalty)
             columns["task_id"].append(str(episode.task_id))
             columns["task_type"].append(episode.task_type or "")
     return {
@@ -133,4 +137,5 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
         "t": np.asarray(columns["t"], dtype=np.int64),
         "reward": np.asarray(columns["reward"], dtype=np.float64),
         "success": np.asarray(columns["success"], dtype=bool),
+        "penalty": np.asarray(columns["penalty"], dtype=np.float64),
     }

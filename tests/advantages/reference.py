@@ -1,6 +1,6 @@
 """Slow, literal re-statements of the advantage math, one row at a time.
 
-They follow DESIGN.md §2 (paper) and §3 (release) word for word with Python
+They follow docs/design.md §2 (paper) and §3 (release) word for word with Python
 loops and no vectorisation, so the tests can check the library's vectorised,
 block-diagonal implementation against an independent reading of the spec.
 """
@@ -46,9 +46,11 @@ def reference_advantages(
     gamma=0.95,
     omega=1.0,
     psa_scope="same_step",
+    penalty=None,
 ):
-    """The paper's estimators (DESIGN.md §2), row by row."""
+    """The paper's estimators (docs/design.md §2), row by row; the penalty comes off its own row."""
     n = len(group_id)
+    penalty = [0.0] * n if penalty is None else [float(c) for c in penalty]
     episodes = _episodes(group_id, episode_id, t, reward)
     ret = {e: sum(rs) for e, (_, rs) in episodes.items()}
     succ = {int(e): bool(s) for e, s in zip(episode_id, success)}
@@ -64,7 +66,8 @@ def reference_advantages(
         z = 0.0 if sigma < 1e-8 else (ret[e] - mu) / (sigma + 1e-6)
         if estimator in ("proxmo", "proxmo_no_psa"):
             p = sum(succ[f] for f in members) / len(members)
-            f_rp = _sigmoid(alpha * (1 - p)) - 0.5 if succ[e] else _sigmoid(-alpha * p) - 0.5
+            d = 1 - p
+            f_rp = _sigmoid(d**alpha) - 0.5 if succ[e] else _sigmoid(-(p**alpha)) - 0.5
             z *= 1 + beta * f_rp
         episode_term[i] = z
 
@@ -96,16 +99,21 @@ def reference_advantages(
             std = float(np.std(values, ddof=1))
             if std >= 1e-8:
                 step_term[i] = (rtg[i] - values.mean()) / (std + 1e-6)
-    return episode_term + omega * step_term
+    return np.array([episode_term[i] + omega * step_term[i] - penalty[i] for i in range(n)])
 
 
-def reference_official(group_id, episode_id, t, reward, state, *, alpha=4.0, tau=0.1, gamma=0.95):
-    """The authors' release (DESIGN.md §3): one B x B matrix, masked per group."""
+def reference_official(group_id, episode_id, t, reward, state, *, alpha=4.0, tau=0.1, gamma=0.95, penalty=None):
+    """The authors' release (docs/design.md §3): one B x B matrix, masked per group.
+
+    The penalty is subtracted, unscaled, from the row's score and from its
+    already discounted return (verl-agent's ``apply_invalid_action_penalty``).
+    """
     n = len(group_id)
+    penalty = np.zeros(n) if penalty is None else np.asarray(penalty, dtype=float)
     scaled = [10.0 * float(r) for r in reward]
     episodes = _episodes(group_id, episode_id, t, scaled)
-    score = np.array([sum(episodes[int(e)][1]) for e in episode_id])
-    rtg = np.array([_return_to_go(episodes[int(episode_id[i])][1], int(t[i]), gamma) for i in range(n)])
+    score = np.array([sum(episodes[int(e)][1]) for e in episode_id]) - penalty
+    rtg = np.array([_return_to_go(episodes[int(episode_id[i])][1], int(t[i]), gamma) for i in range(n)]) - penalty
     beta = 0.05 / (_sigmoid(1.0) - 0.5)
 
     vectors = TfidfVectorizer(max_features=1024).fit_transform(list(state)).toarray()

@@ -28,8 +28,8 @@ WORDS = ["cabinet", "drawer", "mug", "apple", "you", "see", "arrive", "at", "not
 
 
 def random_batch(rng: np.random.Generator, num_groups=3, group_size=4, max_len=5, vocab=WORDS):
-    """A batch of binary-success episodes with ALFWorld-like repeated states, rows shuffled."""
-    columns = {k: [] for k in ("group_id", "episode_id", "t", "reward", "state", "success")}
+    """A batch of binary-success episodes with ALFWorld-like repeated states and some penalised steps, rows shuffled."""
+    columns = {k: [] for k in ("group_id", "episode_id", "t", "reward", "state", "success", "penalty")}
     episode = 0
     for g in range(num_groups):
         for _ in range(group_size):
@@ -39,7 +39,8 @@ def random_batch(rng: np.random.Generator, num_groups=3, group_size=4, max_len=5
                 columns["group_id"].append(10 * g + 7)
                 columns["episode_id"].append(100 + episode)
                 columns["t"].append(k)
-                columns["reward"].append(1.0 if (won and k == length - 1) else float(rng.choice([0.0, -0.1])))
+                columns["reward"].append(1.0 if (won and k == length - 1) else float(rng.choice([0.0, 0.0, 0.3])))
+                columns["penalty"].append(float(rng.choice([0.0, 0.0, 0.1])))
                 words = rng.choice(vocab, size=int(rng.integers(0, 4)))
                 columns["state"].append(" ".join(words) if rng.random() < 0.9 else "...")
                 columns["success"].append(won)
@@ -50,7 +51,14 @@ def random_batch(rng: np.random.Generator, num_groups=3, group_size=4, max_len=5
 
 def call(batch, **kwargs):
     return compute_advantages(
-        batch["group_id"], batch["episode_id"], batch["t"], batch["reward"], batch["state"], batch["success"], **kwargs
+        batch["group_id"],
+        batch["episode_id"],
+        batch["t"],
+        batch["reward"],
+        batch["state"],
+        batch["success"],
+        penalty=batch["penalty"],
+        **kwargs,
     )
 
 
@@ -73,9 +81,10 @@ def test_grpo_two_episode_group_by_hand():
 def test_proxmo_by_hand_same_step_identical_states():
     # Group of two single-step episodes with identical state text: PSA weights are 1/2 each.
     adv = compute_advantages([0, 0], [0, 1], [0, 0], [1.0, 0.0], ["room", "room"], [True, False])
+    # PSC at p = 0.5 (Eq. 6, powers): sigmoid(0.5**4) for the success, sigmoid(-(0.5**4)) for the failure.
     z = 0.5 / (0.5 + 1e-6)
-    w_succ = 1 + 0.1 * (1 / (1 + math.exp(-4 * 0.5)) - 0.5)
-    w_fail = 1 + 0.1 * (1 / (1 + math.exp(4 * 0.5)) - 0.5)
+    w_succ = 1 + 0.1 * (1 / (1 + math.exp(-(0.5**4))) - 0.5)
+    w_fail = 1 + 0.1 * (1 / (1 + math.exp(0.5**4)) - 0.5)
     np.testing.assert_allclose(adv, [w_succ * z + 0.5, -w_fail * z - 0.5], atol=1e-12)
 
 
@@ -113,6 +122,48 @@ def test_gigpo_by_hand():
     np.testing.assert_allclose(adv, episode_z + step, atol=1e-9)
 
 
+# ---------------------------------------------------------------- the invalid-action penalty
+
+
+@pytest.mark.parametrize("estimator", PAPER_ESTIMATORS)
+def test_penalty_hits_only_the_invalid_turn_of_an_all_fail_group(estimator):
+    # Four failed two-step episodes; episode 2's second turn was invalid. Had the 0.1 been part of the
+    # reward, the z-score would give every step of episode 2 about -1.73 and the others +0.58.
+    group, episode, t = [0] * 8, [0, 0, 1, 1, 2, 2, 3, 3], [0, 1] * 4
+    state = ["kitchen", "fridge"] * 4
+    penalty = [0, 0, 0, 0, 0, 0.1, 0, 0]
+    adv = compute_advantages(group, episode, t, [0.0] * 8, state, [0] * 8, estimator=estimator, penalty=penalty)
+    np.testing.assert_array_equal(adv, [0, 0, 0, 0, 0, -0.1, 0, 0])
+
+
+@given(seed=st.integers(0, 10_000), estimator=st.sampled_from(PAPER_ESTIMATORS))
+@settings(max_examples=30, deadline=None)
+def test_penalty_is_subtracted_from_its_own_step_only(seed, estimator):
+    batch = random_batch(np.random.default_rng(seed))
+    without = call({**batch, "penalty": np.zeros(len(batch["t"]))}, estimator=estimator)
+    np.testing.assert_allclose(call(batch, estimator=estimator), without - batch["penalty"], atol=1e-12, rtol=0)
+
+
+def test_official_subtracts_the_penalty_from_the_row_score_and_return():
+    # Success (reward 1) and a failed, invalid single step (penalty 0.1), same state: on the x10 scale the
+    # rows score 10 and -0.1, mu = 4.95, p = clip(mu) = 1; PSA weights are 1/2, baseline 4.95.
+    adv = compute_advantages(
+        [0, 0], [0, 1], [0, 0], [1.0, 0.0], ["room", "room"], [1, 0], estimator="proxmo_official", penalty=[0, 0.1]
+    )
+    beta = 0.05 / (_sigmoid(1) - 0.5)
+    w_fail = 1 + beta * (_sigmoid(-1) - 0.5)  # the success's weight is 1 + beta * (sigmoid(0**4) - 0.5) = 1
+    np.testing.assert_allclose(adv, [5.05 + 5.05, -5.05 * w_fail - 5.05], atol=1e-12)
+
+
+def test_diagnostics_report_penalised_steps():
+    diag = advantage_diagnostics(
+        [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0], ["a", "b", "a"], [1, 1, 0], penalty=[0, 0.1, 0]
+    )
+    assert diag["invalid_penalty_step_fraction"] == pytest.approx(1 / 3)
+    assert diag["invalid_penalty_mean"] == pytest.approx(0.1 / 3)
+    assert advantage_diagnostics([0], [0], [0], [1.0], ["a"], [1])["invalid_penalty_step_fraction"] == 0.0
+
+
 # ---------------------------------------------------------------- the paper's identities
 
 
@@ -130,9 +181,24 @@ def test_zscore_identities_appendix_a1(p_successes):
     assert adv[0] * adv[-1] == pytest.approx(-(scale**2), abs=1e-9)
 
 
+def _sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_psc_weight_is_the_power_form_of_eq6():
+    # p -> 0 success: d = 1, so d**alpha = 1 for every alpha; p -> 1 failure: p**alpha = 1.
+    assert psc_weight([True], [0.0], 4.0, 0.1)[0] == pytest.approx(1 + 0.1 * (_sigmoid(1) - 0.5), abs=1e-12)
+    assert psc_weight([False], [1.0], 4.0, 0.1)[0] == pytest.approx(1 + 0.1 * (_sigmoid(-1) - 0.5), abs=1e-12)
+    assert psc_weight([True, False], [0.0, 1.0], 4.0, 0.1) == pytest.approx([1.0231, 0.9769], abs=1e-4)
+    # p = 0.5 is "minimal modulation": 1 +- 0.1 * (sigmoid(0.0625) - 0.5) = 1 +- 0.0016.
+    half = psc_weight([True, False], [0.5, 0.5], 4.0, 0.1)
+    assert np.all(np.abs(half - 1) < 0.01)
+    np.testing.assert_allclose(half, [1 + 0.1 * (_sigmoid(0.5**4) - 0.5), 1 + 0.1 * (_sigmoid(-(0.5**4)) - 0.5)])
+    # A product sigmoid(alpha * d) would give 1 + 0.1 * (sigmoid(2) - 0.5) = 1.038 here.
+    assert psc_weight([True], [0.5], 4.0, 0.1)[0] < 1.002
+
+
 def test_psc_weight_extremes_and_monotonicity():
-    assert psc_weight([True], [0.0], 4.0, 0.1)[0] == pytest.approx(1.0482, abs=1e-4)
-    assert psc_weight([False], [1.0], 4.0, 0.1)[0] == pytest.approx(0.9518, abs=1e-4)
     p = np.linspace(0, 1, 11)
     success_w = psc_weight(np.ones(11, bool), p, 4.0, 0.1)
     failure_w = psc_weight(np.zeros(11, bool), p, 4.0, 0.1)
@@ -159,7 +225,13 @@ def test_official_matches_release_description(seed):
     kwargs = dict(alpha=4.0, tau=0.1, gamma=0.95)
     out = call(batch, estimator="proxmo_official", **kwargs)
     expected = reference_official(
-        batch["group_id"], batch["episode_id"], batch["t"], batch["reward"], batch["state"], **kwargs
+        batch["group_id"],
+        batch["episode_id"],
+        batch["t"],
+        batch["reward"],
+        batch["state"],
+        penalty=batch["penalty"],
+        **kwargs,
     )
     np.testing.assert_allclose(out, expected, atol=5e-6, rtol=0)
 
@@ -295,6 +367,11 @@ GOOD = dict(group_id=[0, 0], episode_id=[0, 1], t=[0, 0], reward=[1.0, 0.0], sta
         ({}, dict(alpha=float("nan")), "alpha"),
         ({}, dict(estimator="ppo"), "unknown estimator"),
         ({}, dict(psa_scope="batch"), "psa_scope"),
+        ({}, dict(alpha=0.0), "alpha must be > 0"),
+        ({}, dict(penalty=[0.1]), "length mismatch: penalty"),
+        ({}, dict(penalty=[-0.1, 0.0]), "penalty must be finite and >= 0"),
+        ({}, dict(penalty=[np.nan, 0.0]), "penalty must be finite and >= 0"),
+        ({}, dict(penalty=["x", "y"]), "penalty must be numeric"),
         ({}, dict(estimator="proxmo_official", beta=0.3), "fixed strength"),
     ],
 )

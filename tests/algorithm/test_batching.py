@@ -15,10 +15,19 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS
 from rllib_proxmo.rollout.episodes import TextEpisode, Turn
 
 
-def _episode(group: str, number: int, rewards: list[float], states: list[str], won: bool, prompt_len: int = 3):
+def _episode(
+    group: str,
+    number: int,
+    rewards: list[float],
+    states: list[str],
+    won: bool,
+    prompt_len: int = 3,
+    penalties: list[float] | None = None,
+):
+    penalties = penalties or [0.0] * len(rewards)
     turns = [
-        Turn(prompt_ids=tuple(range(1, prompt_len + 1)), response_ids=(7,) * (t + 1), reward=r, state=s)
-        for t, (r, s) in enumerate(zip(rewards, states))
+        Turn(prompt_ids=tuple(range(1, prompt_len + 1)), response_ids=(7,) * (t + 1), reward=r, state=s, penalty=c)
+        for t, (r, s, c) in enumerate(zip(rewards, states, penalties))
     ]
     return TextEpisode(f"{group}-{number}", group, group, "pick", turns, won=won)
 
@@ -27,7 +36,7 @@ def _batch() -> list[TextEpisode]:
     return [
         _episode("a", 0, [0.0, 1.0], ["kitchen", "table with mug"], True),
         _episode("a", 1, [0.0, 0.0, 0.0], ["kitchen", "fridge", "fridge open"], False),
-        _episode("a", 2, [-0.1, 1.0], ["kitchen", "table with mug"], True),
+        _episode("a", 2, [0.0, 1.0], ["kitchen", "table with mug"], True, penalties=[0.1, 0.0]),
         _episode("b", 0, [0.0], ["garden"], False),
         _episode("b", 1, [0.0, 1.0], ["garden", "shed"], True),
     ]
@@ -39,17 +48,37 @@ def test_group_advantages_match_the_core_on_flattened_steps(estimator):
     GroupAdvantages(AdvantageConfig(estimator=estimator, gamma=0.9)).annotate(episodes)
     group = {"a": 0, "b": 1}
     rows = [
-        (group[e.group_id], n, t, turn.reward, turn.state, e.won)
+        (group[e.group_id], n, t, turn.reward, turn.state, e.won, turn.penalty)
         for n, e in enumerate(episodes)
         for t, turn in enumerate(e.turns)
     ]
-    g, ep, t, r, s, won = map(list, zip(*rows))
+    g, ep, t, r, s, won, penalty = map(list, zip(*rows))
     expected = compute_advantages(
-        np.array(g), np.array(ep), np.array(t), np.array(r), s, np.array(won), estimator=estimator, gamma=0.9
+        np.array(g),
+        np.array(ep),
+        np.array(t),
+        np.array(r),
+        s,
+        np.array(won),
+        penalty=penalty,
+        estimator=estimator,
+        gamma=0.9,
     )
     got = [turn.advantage for e in episodes for turn in e.turns]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert np.std(got) > 0
+
+
+def test_group_advantages_apply_turn_penalty_to_its_turn_only():
+    # An all-fail group: no episode or step signal, so only the invalid turn (penalty 0.1) moves.
+    episodes = [
+        _episode("a", 0, [0.0, 0.0], ["kitchen", "fridge"], False),
+        _episode("a", 1, [0.0, 0.0], ["kitchen", "fridge"], False, penalties=[0.0, 0.1]),
+        _episode("a", 2, [0.0, 0.0], ["kitchen", "fridge"], False),
+    ]
+    diagnostics = GroupAdvantages(AdvantageConfig()).annotate(episodes)
+    assert [[turn.advantage for turn in e.turns] for e in episodes] == [[0.0, 0.0], [0.0, -0.1], [0.0, 0.0]]
+    assert diagnostics["invalid_penalty_step_fraction"] == pytest.approx(1 / 6)
 
 
 def test_group_advantages_reject_bad_input():

@@ -214,20 +214,20 @@ def test_penalty_accounting_over_an_episode() -> None:
         respond("press blue"),  # opens the chest
     ]
     expected = [
-        # reward, format_valid, admissible, parsed, executed, invalid count, format-error count
-        (0.0, True, True, "press red", "press red", 0, 0),
-        (-0.1, False, False, None, "", 1, 1),
-        (-0.1, True, False, "press purple", "", 2, 1),
-        (-0.1, False, False, None, "", 3, 2),
-        (0.0, True, True, "press green", "press green", 3, 2),
-        (1.0, True, True, "press blue", "press blue", 3, 2),
+        # env reward, penalty, format_valid, admissible, parsed, executed, invalid count, format-error count
+        (0.0, 0.0, True, True, "press red", "press red", 0, 0),
+        (0.0, 0.1, False, False, None, "", 1, 1),
+        (0.0, 0.1, True, False, "press purple", "", 2, 1),
+        (0.0, 0.1, False, False, None, "", 3, 2),
+        (0.0, 0.0, True, True, "press green", "press green", 3, 2),
+        (1.0, 0.0, True, True, "press blue", "press blue", 3, 2),
     ]
-    for output, (reward, valid, admissible, parsed, executed, n_invalid, n_format) in zip(outputs, expected):
+    for output, (reward, penalty, valid, admissible, parsed, executed, n_invalid, n_format) in zip(outputs, expected):
         _, got_reward, terminated, _, info = env.step(output)
-        assert got_reward == pytest.approx(reward)
+        assert got_reward == reward  # the env's own reward: the penalty is never subtracted from it
+        assert info["invalid_penalty"] == penalty
         assert info["format_valid"] is valid and info["action_admissible"] is admissible
         assert info["parsed_action"] == parsed and info["executed_action"] == executed
-        assert info["invalid_action_penalty"] == pytest.approx(0.0 if admissible else 0.1)
         assert (info["num_invalid_actions"], info["num_format_errors"]) == (n_invalid, n_format)
     assert terminated and info["won"]
 
@@ -236,11 +236,11 @@ def test_penalty_accounting_over_an_episode() -> None:
 
 
 @pytest.mark.parametrize("penalty", [0.0, 0.5, 2])
-def test_configured_penalty_is_subtracted(penalty: float) -> None:
+def test_configured_penalty_is_reported_not_subtracted(penalty: float) -> None:
     env = ActionParsingWrapper(TextGuessEnv(), invalid_action_penalty=penalty)
     env.reset(options={"task_id": TASK})
     _, reward, _, _, info = env.step("no action here")
-    assert reward == pytest.approx(-penalty) and info["invalid_action_penalty"] == pytest.approx(penalty)
+    assert reward == 0.0 and info["invalid_penalty"] == pytest.approx(penalty)
 
 
 def test_require_think_false_accepts_a_bare_action_block() -> None:
@@ -273,7 +273,7 @@ def test_adversarial_outputs_never_raise(name: str) -> None:
     env = llm_env()
     prompt, reward, _, _, info = env.step(output)
     assert info["format_valid"] is (parse_action(output) is not None)
-    assert reward == pytest.approx(-info["invalid_action_penalty"])
+    assert reward == 0.0 and info["invalid_penalty"] == (0.0 if info["action_admissible"] else 0.1)
     assert env.observation_space.contains(prompt)
     assert env.action_space.contains(output)
 
@@ -298,10 +298,10 @@ def test_any_output_is_executed_or_noop_with_matching_penalty(output: str, task_
     expected_executed = (command and match_admissible(command, ADMISSIBLE)) or ""
     assert info["executed_action"] == expected_executed
     assert info["action_admissible"] is (expected_executed != "")
-    assert info["invalid_action_penalty"] == (0.0 if info["action_admissible"] else 0.1)
+    assert info["invalid_penalty"] == (0.0 if info["action_admissible"] else 0.1)
     alone_obs, alone_reward = _played_alone(task_id, expected_executed)
     assert obs == alone_obs
-    assert reward == pytest.approx(alone_reward - info["invalid_action_penalty"])
+    assert reward == alone_reward
 
 
 # --------------------------------------------------------------------------- prompt wrapper
@@ -556,8 +556,8 @@ def test_make_llm_env_by_id_passes_env_kwargs() -> None:
     env = make_llm_env("TextGuess-v0", code_length=2, history_length=1, invalid_action_penalty=0.25)
     _, info = env.reset(seed=3)
     assert env.unwrapped.code_length == 2 and 0 <= info["task_id"] < 9
-    _, reward, *_ = env.step("")
-    assert reward == pytest.approx(-0.25)
+    _, reward, _, _, info = env.step("")
+    assert reward == 0.0 and info["invalid_penalty"] == 0.25
     assert isinstance(env, PromptWrapper) and isinstance(env.env, ActionParsingWrapper)
 
 
