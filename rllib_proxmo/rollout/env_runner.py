@@ -24,7 +24,6 @@ import ray
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
-from ray.rllib.utils.framework import get_device
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
@@ -77,15 +76,8 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         return self._envs[:count]
 
     def make_module(self) -> None:
-        """Build the inference-only policy on this runner's device and its engine.
-
-        The device follows RLlib's ``SingleAgentEnvRunner``: the GPU Ray assigned to a
-        remote runner when ``num_gpus_per_env_runner > 0``, else the CPU; the local
-        runner (``worker_index`` 0) always samples on the CPU.
-        """
         spec = self.config.get_rl_module_spec(spaces={DEFAULT_MODULE_ID: (TEXT_SPACE, TEXT_SPACE)}, inference_only=True)
-        self.device = get_device(self.config, num_gpus_requested=self.config.num_gpus_per_env_runner if self.worker_index else 0)
-        self.module = spec.build().to(self.device)
+        self.module = spec.build()
         self.engine = HFEngine(self.module.model, self.module.tokenizer)
 
     def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:
