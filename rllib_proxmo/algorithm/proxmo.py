@@ -75,6 +75,7 @@ from rllib_proxmo.rollout.env_runner import (
     GENERATION_S,
     RUNNER_STATS,
     GroupedEnvRunner,
+    SamplerSettings,
 )
 from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, step_columns
 from rllib_proxmo.rollout.metrics import episode_metrics
@@ -226,6 +227,7 @@ class ProxMOConfig(AlgorithmConfig):
         super().validate()
         try:
             _ = self.advantage_config
+            SamplerSettings.from_model_config(self.model_config)
         except ValueError as error:
             self._value_error(str(error))
         checks = [

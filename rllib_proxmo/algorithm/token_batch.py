@@ -8,7 +8,10 @@ default module:
 - ``input_ids`` (B, L) int64, ``attention_mask`` (B, L) int64;
 - ``response_mask`` (B, L) float32: 1 on the response tokens;
 - ``advantages`` (B, L) float32: the step's advantage on each of its response tokens
-  (the same scalar for every token of the step), 0 elsewhere.
+  (the same scalar for every token of the step), 0 elsewhere;
+- ``sampler_logp`` (B, L) float32: the sampler's log-prob of each response token
+  (``Turn.sampler_logp``), 0 elsewhere; present only when every turn carries one
+  log-prob per response token (an engine that reports none leaves it out).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rllib_proxmo.rollout.episodes import TextEpisode
 
 RESPONSE_MASK = "response_mask"
 ADVANTAGES = "advantages"
+SAMPLER_LOGP = "sampler_logp"
 
 
 def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.ndarray]:
@@ -44,6 +48,8 @@ def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.nd
     attention_mask = np.zeros((rows, width), dtype=np.int64)
     response_mask = np.zeros((rows, width), dtype=np.float32)
     advantages = np.zeros((rows, width), dtype=np.float32)
+    with_sampler_logp = all(len(turn.sampler_logp) == len(turn.response_ids) for turn in turns)
+    sampler_logp = np.zeros((rows, width), dtype=np.float32) if with_sampler_logp else None
     for row, turn in enumerate(turns):
         length = len(turn.prompt_ids) + len(turn.response_ids)
         start = width - length
@@ -52,7 +58,17 @@ def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.nd
         attention_mask[row, start:] = 1
         response_mask[row, response_start:] = 1.0
         advantages[row, response_start:] = turn.advantage
-    return {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask, RESPONSE_MASK: response_mask, ADVANTAGES: advantages}
+        if sampler_logp is not None:
+            sampler_logp[row, response_start:] = turn.sampler_logp
+    columns = {
+        INPUT_IDS: input_ids,
+        ATTENTION_MASK: attention_mask,
+        RESPONSE_MASK: response_mask,
+        ADVANTAGES: advantages,
+    }
+    if sampler_logp is not None:
+        columns[SAMPLER_LOGP] = sampler_logp
+    return columns
 
 
 class TokenTrainBatch(ConnectorV2):

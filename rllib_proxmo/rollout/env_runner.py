@@ -9,6 +9,13 @@ Env contract (LLM-facing env): ``reset(seed, options) -> (prompt: str, info)``,
 ``step(response_text) -> (prompt, reward, terminated, truncated, info)``; ``info``
 carries ``state`` (raw observation text), ``task_id``, ``task_type``, ``won``, and
 after a step ``format_valid`` / ``action_admissible``.
+
+The sampler is the policy the learner scores: training samples from
+``softmax(logits / temperature)`` with the module's own ``temperature`` and nothing
+else (no top-p, top-k or checkpoint generation defaults), and every turn keeps the
+engine's per-token log-probs (``Turn.sampler_logp``) and whether ``max_new_tokens``
+cut the response (``Turn.cut``). The other sampling settings of the model config
+are :class:`SamplerSettings`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -24,6 +32,7 @@ import ray
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.framework import get_device
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
@@ -40,6 +49,58 @@ ENV_STEP_S = "env_step_s"
 ENV_RESET_S = "env_reset_s"
 #: Counters an env runner accumulates between two ``get_metrics`` calls.
 RUNNER_STATS = (GENERATED_TOKENS, GENERATION_S, ENV_STEP_S, ENV_RESET_S)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The env runner's sampling settings, read from the RLModule's ``model_config``.
+
+    The training temperature is not among them: it is the module's ``temperature``
+    (:class:`~rllib_proxmo.algorithm.torch.llm_rl_module.LLMRLModule`), the one the
+    learner's log-probs use. Nucleus sampling while training is refused (``top_p < 1``
+    in the model config): the learner scores the full temperature-scaled softmax, so
+    a truncated sampler would make every importance ratio wrong.
+
+    Attributes:
+        max_new_tokens: Response length cap (tokens, the stop token included).
+        eval_temperature: Temperature of evaluation (``explore=False``); 0 = greedy.
+        eval_top_p: Nucleus mass of evaluation sampling (1.0: off).
+        max_prompt_tokens: Longest prompt sent to the model; a longer one is re-rendered
+            with fewer history turns, oldest dropped first, and fails when even no
+            history fits. None: unlimited.
+    """
+
+    max_new_tokens: int = 64
+    eval_temperature: float = 0.0
+    eval_top_p: float = 1.0
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_prompt_tokens is not None and (
+            isinstance(self.max_prompt_tokens, bool)
+            or not isinstance(self.max_prompt_tokens, int)
+            or self.max_prompt_tokens < 1
+        ):
+            raise ValueError(f"max_prompt_tokens must be None or an int >= 1, got {self.max_prompt_tokens!r}")
+        # The sampling values themselves are checked by SamplingParams.
+        SamplingParams(self.max_new_tokens, self.eval_temperature, self.eval_top_p)
+
+    @classmethod
+    def from_model_config(cls, model_config: Mapping[str, Any]) -> SamplerSettings:
+        """The settings of ``model_config`` (missing keys take the defaults above).
+
+        Raises:
+            ValueError: for ``top_p < 1`` (training) or an invalid setting.
+        """
+        top_p = model_config.get("top_p", 1.0)
+        if top_p != 1.0:
+            raise ValueError(
+                f"model_config top_p={top_p} is not supported while training: the learner scores the "
+                "full temperature-scaled softmax, so the sampler must not truncate it; set eval_top_p "
+                "for evaluation instead"
+            )
+        names = [name for name in cls.__dataclass_fields__ if name in model_config]
+        return cls(**{name: model_config[name] for name in names})
 
 
 class _LiveEpisode:
@@ -64,6 +125,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         self.engine: InferenceEngine | None = None
         self._stats = dict.fromkeys(RUNNER_STATS, 0.0)
         self._weights_seq_no = 0
+        self.settings = SamplerSettings.from_model_config(self.config.model_config)
         self.make_module()
 
     # ----------------------------------------------------------------- set-up
@@ -76,8 +138,17 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         return self._envs[:count]
 
     def make_module(self) -> None:
+        """Build the inference-only policy on this runner's device and its engine.
+
+        The device follows RLlib's ``SingleAgentEnvRunner``: the GPU Ray assigned to a
+        remote runner when ``num_gpus_per_env_runner > 0``, else the CPU; the local
+        runner (``worker_index`` 0) always samples on the CPU.
+        """
         spec = self.config.get_rl_module_spec(spaces={DEFAULT_MODULE_ID: (TEXT_SPACE, TEXT_SPACE)}, inference_only=True)
-        self.module = spec.build()
+        self.device = get_device(
+            self.config, num_gpus_requested=self.config.num_gpus_per_env_runner if self.worker_index else 0
+        )
+        self.module = spec.build().to(self.device)
         self.engine = HFEngine(self.module.model, self.module.tokenizer)
 
     def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:
@@ -96,14 +167,11 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _sampling_params(self, explore: bool, seed: int) -> SamplingParams:
-        model_config = self.config.model_config
-        temperature = model_config.get("temperature", 1.0) if explore else model_config.get("eval_temperature", 0.0)
-        return SamplingParams(
-            max_new_tokens=int(model_config.get("max_new_tokens", 64)),
-            temperature=float(temperature),
-            top_p=float(model_config.get("top_p", 1.0)),
-            seed=seed,
-        )
+        """Training: the module's temperature, no truncation; evaluation: the eval settings."""
+        settings = self.settings
+        if explore:
+            return SamplingParams(settings.max_new_tokens, float(self.module.temperature), 1.0, seed)
+        return SamplingParams(settings.max_new_tokens, settings.eval_temperature, settings.eval_top_p, seed)
 
     def _reset_groups(self, groups: Sequence[GroupRequest]) -> list[_LiveEpisode]:
         envs = self._env_pool(sum(g.size for g in groups))
@@ -172,6 +240,8 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                         format_valid=bool(info.get("format_valid", True)),
                         action_admissible=bool(info.get("action_admissible", True)),
                         penalty=float(info.get("invalid_penalty", 0.0)),
+                        sampler_logp=generation.logprobs,
+                        cut=not generation.stopped,
                     )
                 )
                 item.episode.won = bool(info.get("won", False))

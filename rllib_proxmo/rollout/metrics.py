@@ -15,8 +15,9 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
 
     Keys: ``num_episodes``, ``num_turns``, ``success_rate``, ``score_mean`` (mean
     episode return; WebShop's score), ``episode_len_mean`` (turns),
-    ``truncated_rate``, ``format_valid_rate`` and ``admissible_action_rate`` (over
-    turns), and ``success_rate/<task_type>`` for each task type present.
+    ``truncated_rate``, ``format_valid_rate``, ``admissible_action_rate`` and
+    ``response_cut_rate`` (responses cut at ``max_new_tokens`` before a stop token)
+    over turns, and ``success_rate/<task_type>`` for each task type present.
     """
     if not episodes:
         return {"num_episodes": 0.0, "num_turns": 0.0}
@@ -30,6 +31,7 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
         "truncated_rate": float(np.mean([e.truncated for e in episodes])),
         "format_valid_rate": float(np.mean([t.format_valid for t in turns])) if turns else 0.0,
         "admissible_action_rate": float(np.mean([t.action_admissible for t in turns])) if turns else 0.0,
+        "response_cut_rate": float(np.mean([t.cut for t in turns])) if turns else 0.0,
     }
     by_type: dict[str, list[bool]] = defaultdict(list)
     for episode in episodes:

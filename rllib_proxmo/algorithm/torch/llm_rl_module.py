@@ -17,8 +17,11 @@ Model config keys (``config.rl_module(model_config={...})``):
   adapter is trained (fp32 on the learner) and sent to env runners, the frozen base
   is stored in ``dtype``, and the reference policy is the base model with the adapter
   disabled (no second copy).
-- ``max_new_tokens``, ``temperature``, ``top_p``, ``eval_temperature``: sampling
-  settings read by the env runner.
+- ``temperature`` (default 1.0): the training sampling temperature, which the
+  log-probs of this module use too (the env runner samples with ``self.temperature``).
+- ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``: the
+  env runner's other sampling settings
+  (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`; ``top_p < 1`` is refused).
 
 Batches hold left-padded ``input_ids`` and ``attention_mask`` of shape (B, L) and
 optionally ``scored_tokens`` = K, an int: only the last K tokens of every row are

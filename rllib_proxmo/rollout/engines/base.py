@@ -2,8 +2,9 @@
 
 An engine takes already-tokenised prompts (so the token ids the learner trains on
 are exactly the ones that were sampled, with no re-tokenisation drift) and returns
-the sampled response token ids. The Hugging Face engine is built here; a vLLM
-engine implements the same two methods.
+the sampled response token ids with their log-probabilities under the distribution
+they were drawn from. The Hugging Face engine is built here; a vLLM engine
+implements the same two methods.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample one batch of responses.
+    """How to sample one batch of responses: everything the sampler applies, nothing else.
 
     Attributes:
-        max_new_tokens: Cap on generated tokens per response (the eos token counts).
+        max_new_tokens: Cap on generated tokens per response (the stop token counts).
         temperature: Softmax temperature; 0 means greedy decoding.
         top_p: Nucleus sampling mass (1.0 disables it).
         seed: Seed of the sampling RNG for this call (None: engine's own RNG state).
@@ -45,15 +46,22 @@ class Generation:
     """One sampled response.
 
     Attributes:
-        token_ids: Generated token ids, including the final eos token when the model
-            stopped by itself; never includes padding.
+        token_ids: Generated token ids, including the stop token when the model
+            emitted one; never includes padding.
         text: ``token_ids`` decoded with special tokens removed.
-        stopped: True if the model emitted eos, False if ``max_new_tokens`` cut it.
+        stopped: True if the model emitted a stop (eos) token, False if
+            ``max_new_tokens`` cut the response.
+        logprobs: One log-probability per entry of ``token_ids``: the log-softmax of
+            the logits divided by the temperature, renormalised over the nucleus when
+            ``top_p < 1``, i.e. of the distribution the token was drawn from. Greedy
+            decoding (temperature 0) reports the temperature-1 log-probs of the
+            greedy tokens. Empty when the engine does not compute them.
     """
 
     token_ids: tuple[int, ...]
     text: str
     stopped: bool
+    logprobs: tuple[float, ...] = ()
 
 
 class InferenceEngine(Protocol):

@@ -1,37 +1,161 @@
-"""Generation with Hugging Face ``generate`` on a model shared with an RLModule."""
+"""Generation with Hugging Face ``generate`` on a model shared with an RLModule.
+
+The sampler must be the policy the learner scores: ``softmax(logits / temperature)``
+of the same weights, nothing more. ``generate`` normally fills every setting a call
+leaves unset from the checkpoint's ``generation_config.json`` (a
+``repetition_penalty`` of 1.3, a ``top_k`` of 20, ``suppress_tokens``, ...), which
+silently changes the distribution the tokens are drawn from. :class:`HFEngine`
+therefore hides the checkpoint's generation config for the duration of each call
+and passes a complete one built from :class:`SamplingParams` alone; its only logits
+processors are its own (temperature, then top-p), the last of which records each
+drawn token's log-probability.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from rllib_proxmo.rollout.engines.base import Generation, SamplingParams
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """Every end-of-sequence id of a checkpoint, sorted.
+
+    The union of the generation config's ``eos_token_id`` (an int or a list: chat
+    models often list the end-of-turn token besides the end-of-text token), the
+    model config's and the tokenizer's.
+
+    Raises:
+        ValueError: when none of them names an eos token.
+    """
+    ids: set[int] = set()
+    for source in (_hf_model(model).generation_config.eos_token_id, model.config.eos_token_id, tokenizer.eos_token_id):
+        if source is not None:
+            ids.update([source] if isinstance(source, int) else source)
+    if not ids:
+        raise ValueError(f"{type(model).__name__} and its tokenizer name no eos token: generation could never stop")
+    return tuple(sorted(ids))
+
+
+def _hf_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The Transformers model that runs ``generate`` (the base model under a PEFT wrapper)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextlib.contextmanager
+def _no_checkpoint_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
+    """Hide ``model.generation_config`` so that ``generate`` falls back to neutral defaults only."""
+    target = _hf_model(model)
+    saved = target.generation_config
+    target.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        target.generation_config = saved
+
+
+class _DrawnTokenLogProbs(LogitsProcessor):
+    """Last logits processor: records log p(drawn token) under the final scores.
+
+    ``generate`` calls the processors, then draws the token from
+    ``softmax(scores)``; the token of step k is therefore known at call k + 1 (the
+    last column of ``input_ids``) or, for the final step, from the returned
+    sequences. Memory stays at one (B, V) array.
+    """
+
+    def __init__(self) -> None:
+        self.drawn: list[torch.Tensor] = []  # (B,) per step whose token is known
+        self.latest: torch.Tensor | None = None  # (B, V) log-softmax of the latest call
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.latest is not None:
+            self.drawn.append(self.latest.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.latest = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def logprobs(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) log-probs of the returned new tokens (B, T).
+
+        ``generate`` may run a few steps past the end and drop them again (deferred
+        stop checks); their records are cut off here.
+        """
+        steps = new_tokens.shape[1]
+        columns = self.drawn[:steps]
+        if len(columns) == steps - 1:
+            columns.append(self.latest.gather(-1, new_tokens[:, -1:]).squeeze(-1))
+        if len(columns) != steps:
+            raise RuntimeError(f"recorded {len(self.drawn) + 1} sampling steps for {steps} generated tokens")
+        return torch.stack(columns, dim=1)
 
 
 class HFEngine:
     """Batched sampling with ``model.generate`` (left padding, explicit attention mask).
 
     The engine holds a reference to the RLModule's model, so weights loaded into the
-    module are used at once and :meth:`update_weights` has nothing to copy.
+    module are used at once and :meth:`update_weights` has nothing to copy; it
+    generates on the device the model's parameters are on.
+
+    Args:
+        model: Causal LM (a PEFT model is fine).
+        tokenizer: Its tokenizer; ``pad_token_id`` must be set.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token: left-padded batches need one")
         self.model = model
         self.tokenizer = tokenizer
+        #: Generation stops at the first of these ids (see :func:`stop_token_ids`).
+        self.stop_token_ids = stop_token_ids(model, tokenizer)
 
     def update_weights(self, state: Mapping[str, torch.Tensor]) -> None:
         """No-op: the engine reads the module's own parameters."""
 
+    def _generation_config(self, params: SamplingParams) -> GenerationConfig:
+        """Every setting ``generate`` reads; processors left neutral (the engine adds its own)."""
+        return GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=params.temperature > 0,
+            num_beams=1,
+            temperature=1.0,
+            top_k=0 if params.temperature > 0 else None,
+            top_p=1.0,
+            eos_token_id=list(self.stop_token_ids),
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+        )
+
+    @staticmethod
+    def _processors(params: SamplingParams) -> tuple[LogitsProcessorList, _DrawnTokenLogProbs]:
+        recorder = _DrawnTokenLogProbs()
+        processors = LogitsProcessorList()
+        if params.temperature > 0 and params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.temperature > 0 and params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+        processors.append(recorder)
+        return processors, recorder
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        """One response per prompt; see :class:`Generation` for what each carries."""
         if not prompts:
             return []
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt must hold at least one token")
         pad_id = self.tokenizer.pad_token_id
-        eos_id = self.tokenizer.eos_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -39,25 +163,25 @@ class HFEngine:
             input_ids[row, width - len(prompt) :] = torch.as_tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
         device = next(self.model.parameters()).device
-        greedy = params.temperature == 0
-        sampling_kwargs = {} if greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        processors, recorder = self._processors(params)
         self.model.eval()
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            output = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                do_sample=not greedy,
-                max_new_tokens=params.max_new_tokens,
-                pad_token_id=pad_id,
-                eos_token_id=eos_id,
-                **sampling_kwargs,
-            )
+            with _no_checkpoint_generation_defaults(self.model):
+                output = self.model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=self._generation_config(params),
+                    logits_processor=processors,
+                )
+        new_tokens = output[:, width:]
+        logprobs = recorder.logprobs(new_tokens).cpu().tolist()
+        stops = set(self.stop_token_ids)
         generations = []
-        for row in output[:, width:].tolist():
-            stopped = eos_id in row
-            tokens = row[: row.index(eos_id) + 1] if stopped else row
+        for row, row_logprobs in zip(new_tokens.tolist(), logprobs):
+            end = next((i + 1 for i, token in enumerate(row) if token in stops), None)
+            tokens = row if end is None else row[:end]
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            generations.append(Generation(tuple(tokens), text, stopped))
+            generations.append(Generation(tuple(tokens), text, end is not None, tuple(row_logprobs[: len(tokens)])))
         return generations

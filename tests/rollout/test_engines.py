@@ -1,0 +1,136 @@
+"""The Hugging Face engine samples exactly the policy the learner scores, and stops right.
+
+The tiny checkpoint carries a ``generation_config.json`` with a repetition penalty
+and a top-k, as real chat checkpoints do: ``model.generate`` would apply both unless
+the engine keeps them out.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GenerationConfig
+
+from rllib_proxmo.algorithm.torch.llm_rl_module import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    SCORED_TOKENS,
+    TOKEN_LOGP,
+    LLMRLModule,
+)
+from rllib_proxmo.rollout.engines import Generation, HFEngine, SamplingParams
+from rllib_proxmo.testing import build_tiny_chat_model
+
+WORDS = "press red green blue look help the chest <action> </action>".split()
+PROMPTS = [[4, 12, 9, 5], [4, 12, 9, 7, 14, 8, 5], [4, 10, 11, 5], [4, 6, 5]]
+# What a checkpoint's generation_config.json may hold; none of it is part of the scored policy.
+CHECKPOINT_DEFAULTS = {"do_sample": True, "repetition_penalty": 1.3, "top_k": 5}
+
+
+def _checkpoint(directory, **generation_defaults) -> str:
+    build_tiny_chat_model(directory, WORDS, seed=3)
+    GenerationConfig(**generation_defaults).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("tiny"), **CHECKPOINT_DEFAULTS)
+
+
+def _policy(model_dir: str, temperature: float = 1.0) -> LLMRLModule:
+    config = {"model_name_or_path": model_dir, "temperature": temperature}
+    return LLMRLModule(model_config=config, inference_only=False)
+
+
+def _learner_logp(policy: LLMRLModule, prompt: list[int], generation: Generation) -> torch.Tensor:
+    """(T,) log-probs of the response under the learner's forward pass (fp32, one unpadded row)."""
+    ids = torch.tensor([prompt + list(generation.token_ids)])
+    batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
+    with torch.no_grad():
+        return policy._forward(batch)[TOKEN_LOGP][0]
+
+
+def _max_gap(policy: LLMRLModule, generations: list[Generation]) -> float:
+    gaps = []
+    for prompt, generation in zip(PROMPTS, generations, strict=True):
+        assert len(generation.logprobs) == len(generation.token_ids) >= 1
+        gaps.append((_learner_logp(policy, prompt, generation) - torch.tensor(generation.logprobs)).abs().max())
+    return float(max(gaps))
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_sampler_logprobs_equal_the_learners_despite_checkpoint_generation_defaults(model_dir, temperature):
+    policy = _policy(model_dir, temperature)
+    assert policy.model.generation_config.repetition_penalty == 1.3  # generate() would apply it by default
+    engine = HFEngine(policy.model, policy.tokenizer)
+    generations = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12, temperature=temperature, seed=1))
+    assert _max_gap(policy, generations) <= 1e-5
+    # The checkpoint's settings are only hidden during the call, not lost.
+    assert policy.model.generation_config.repetition_penalty == 1.3 and policy.model.generation_config.top_k == 5
+
+
+def test_greedy_takes_the_argmax_path_and_reports_temperature_one_logprobs(model_dir):
+    policy = _policy(model_dir, temperature=1.0)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    generations = engine.generate(PROMPTS, SamplingParams(max_new_tokens=8, temperature=0.0))
+    assert _max_gap(policy, generations) <= 1e-5
+    for prompt, generation in zip(PROMPTS, generations, strict=True):
+        ids = torch.tensor([prompt + list(generation.token_ids)])
+        with torch.no_grad():
+            logits = policy.model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+        # No repetition penalty: every token is the plain argmax (the penalised path repeats less).
+        assert logits.argmax(-1).tolist() == list(generation.token_ids)
+
+
+def test_generation_stops_at_every_eos_id_of_the_checkpoint(tmp_path):
+    plain = _checkpoint(tmp_path / "plain")
+    policy = _policy(plain)
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
+    first_token = HFEngine(policy.model, policy.tokenizer).generate(PROMPTS[:1], greedy)[0].token_ids[0]
+    eos = policy.tokenizer.eos_token_id
+    assert first_token != eos
+    # An end-of-turn id listed next to eos in generation_config.json, as chat checkpoints do.
+    two_stops = _checkpoint(tmp_path / "two_stops", eos_token_id=[eos, first_token])
+    policy = _policy(two_stops)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    assert engine.stop_token_ids == tuple(sorted({eos, first_token}))
+    [generation] = engine.generate(PROMPTS[:1], greedy)
+    assert generation.token_ids == (first_token,) and generation.stopped and len(generation.logprobs) == 1
+    for generation in engine.generate(PROMPTS * 4, SamplingParams(max_new_tokens=6, temperature=1.0, seed=5)):
+        inner = generation.token_ids[:-1]
+        assert not set(inner) & set(engine.stop_token_ids)
+        assert generation.stopped == (generation.token_ids[-1] in engine.stop_token_ids)
+
+
+def test_responses_cut_at_max_new_tokens_are_flagged(model_dir):
+    policy = _policy(model_dir)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    generations = engine.generate(PROMPTS * 4, SamplingParams(max_new_tokens=3, temperature=1.0, seed=2))
+    assert any(not g.stopped for g in generations)
+    for generation in generations:
+        if generation.stopped:
+            assert generation.token_ids[-1] in engine.stop_token_ids
+        else:
+            assert len(generation.token_ids) == 3 and not set(generation.token_ids) & set(engine.stop_token_ids)
+        assert len(generation.logprobs) == len(generation.token_ids)
+
+
+def test_nucleus_logprobs_are_renormalised_over_the_nucleus(model_dir):
+    policy = _policy(model_dir)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    nucleus = engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, temperature=1.0, top_p=0.5, seed=4))
+    raised = []
+    for prompt, generation in zip(PROMPTS, nucleus, strict=True):
+        # A drawn token's nucleus probability is at least its full-softmax probability.
+        raised.append(torch.tensor(generation.logprobs) - _learner_logp(policy, prompt, generation))
+    raised = torch.cat(raised)
+    assert raised.min() >= -1e-6 and raised.max() > 0.1
+
+
+def test_engine_needs_a_pad_token(tmp_path):
+    policy = _policy(_checkpoint(tmp_path / "model"))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    tokenizer.pad_token = None
+    with pytest.raises(ValueError, match="pad token"):
+        HFEngine(policy.model, tokenizer)

@@ -1,0 +1,99 @@
+"""The grouped env runner: device placement, sampler log-probs in turns and in the token batch.
+
+The policy is a tiny random Llama whose checkpoint carries generation defaults (a
+repetition penalty, a top-k) that must not leak into sampling; the game is
+``TextGuess-v0`` (tests/text_env.py) behind the real LLM wrappers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GenerationConfig
+
+import rllib_proxmo.rollout.env_runner as env_runner_module
+from rllib_proxmo.algorithm.proxmo import ProxMOConfig
+from rllib_proxmo.algorithm.token_batch import RESPONSE_MASK, SAMPLER_LOGP, pad_turns
+from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS, TOKEN_LOGP, LLMRLModule
+from rllib_proxmo.rollout.env_runner import GroupedEnvRunner, SamplerSettings
+from rllib_proxmo.rollout.episodes import GroupRequest
+from rllib_proxmo.rollout.metrics import episode_metrics
+from rllib_proxmo.testing import build_tiny_chat_model
+from tests.text_env import DEFAULT_BUTTONS
+
+ENV_ID = "tests.text_env:TextGuess-v0"
+WORDS = ["press", "look", "help", "<action>", "</action>", *DEFAULT_BUTTONS]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    directory = build_tiny_chat_model(tmp_path_factory.mktemp("tiny"), WORDS, seed=1)
+    GenerationConfig(do_sample=True, repetition_penalty=1.3, top_k=3).save_pretrained(directory)
+    return str(directory)
+
+
+def _config(model_dir: str, **model_config) -> ProxMOConfig:
+    return (
+        ProxMOConfig()
+        .environment(ENV_ID, env_config={"code_length": 1})
+        .rl_module(model_config={"model_name_or_path": model_dir, "max_new_tokens": 4, **model_config})
+        .training(group_size=2, tasks_per_iteration=1, llm_env_config={"require_think": False})
+    )
+
+
+def test_runner_builds_its_module_on_the_device_rllib_assigns(model_dir, monkeypatch):
+    requested = []
+
+    def get_device(config, num_gpus_requested=1):
+        requested.append(num_gpus_requested)
+        return torch.device("meta")  # stands in for the GPU Ray would assign
+
+    monkeypatch.setattr(env_runner_module, "get_device", get_device)
+    config = _config(model_dir).env_runners(num_gpus_per_env_runner=1)
+    for worker_index in (1, 0):  # a remote runner, then the local one (RLlib: never a GPU)
+        runner = GroupedEnvRunner(config=config, worker_index=worker_index)
+        assert runner.device == torch.device("meta")
+        assert {p.device for p in runner.module.parameters()} == {torch.device("meta")}
+        assert runner.engine.model is runner.module.model
+    assert requested == [1, 0]
+
+
+def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model_dir):
+    runner = GroupedEnvRunner(config=_config(model_dir, temperature=0.8))
+    episodes = runner.sample(groups=[GroupRequest("a", 1, 3), GroupRequest("b", 2, 3)], seed=0)
+    runner.stop()
+    turns = [turn for episode in episodes for turn in episode.turns]
+    stops = set(runner.engine.stop_token_ids)
+    for turn in turns:
+        assert len(turn.sampler_logp) == len(turn.response_ids)
+        assert turn.cut == (turn.response_ids[-1] not in stops)
+        assert not turn.cut or len(turn.response_ids) == 4
+        turn.advantage = 0.0
+    assert episode_metrics(episodes)["response_cut_rate"] == pytest.approx(np.mean([t.cut for t in turns]))
+    assert 0 < episode_metrics(episodes)["response_cut_rate"] < 1
+
+    columns = pad_turns(episodes, runner.module.tokenizer.pad_token_id)
+    learner = LLMRLModule(model_config={"model_name_or_path": model_dir, "temperature": 0.8}, inference_only=False)
+    batch = {key: torch.as_tensor(columns[key]) for key in (INPUT_IDS, ATTENTION_MASK)}
+    with torch.no_grad():
+        learner_logp = learner._forward(batch)[TOKEN_LOGP].numpy()  # (B, L-1): tokens 1..L-1
+    mask = columns[RESPONSE_MASK][:, 1:]
+    sampler_logp = columns[SAMPLER_LOGP][:, 1:]
+    assert columns[SAMPLER_LOGP].dtype == np.float32 and np.all(columns[SAMPLER_LOGP][:, 0] == 0)
+    assert np.all(sampler_logp[mask == 0] == 0) and np.all(sampler_logp[mask == 1] < 0)
+    assert np.abs((learner_logp - sampler_logp) * mask).max() <= 1e-5
+
+    turns[0].sampler_logp = ()  # e.g. an engine that reports none: no column rather than a wrong one
+    assert SAMPLER_LOGP not in pad_turns(episodes, runner.module.tokenizer.pad_token_id)
+
+
+def test_sampling_settings_refuse_nucleus_training_and_bad_values(model_dir):
+    with pytest.raises(ValueError, match="top_p=0.9 is not supported while training.*eval_top_p"):
+        _config(model_dir, top_p=0.9).validate()
+    with pytest.raises(ValueError, match="max_prompt_tokens must be None or an int >= 1"):
+        _config(model_dir, max_prompt_tokens=0).validate()
+    with pytest.raises(ValueError, match="top_p"):
+        SamplerSettings(eval_top_p=0.0)
+    settings = SamplerSettings.from_model_config({"max_new_tokens": 8, "eval_top_p": 0.9, "dtype": "float32"})
+    assert settings == SamplerSettings(max_new_tokens=8, eval_top_p=0.9)
