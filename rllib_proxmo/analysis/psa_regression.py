@@ -24,11 +24,16 @@ Prediction
     For a step i of ``X`` the candidates are the training steps of its group
     (``psa_scope="group"``) or of its group at the same t (``"same_step"``, the
     paper's Eq. 10). The prediction is ``sum_j w_ij y_j`` with
-    ``w_ij = softmax_j(sim(s_i, s_j) / tau)``. Unlike the baseline used in
-    training, where step i is one of its own candidates ("leave-one-in"), a
-    held-out step is never among the training steps, so the prediction does not
-    contain its own return. ``tau = inf`` gives uniform weights: the plain mean
-    of the candidates.
+    ``w_ij = softmax_j(sim(s_i, s_j) / tau)``, computed by the training-time
+    kernel of :mod:`rllib_proxmo.advantages.step_term` (:func:`fit_tfidf`,
+    :func:`block_cosine`, :func:`block_soft_baseline`): identical texts have
+    similarity exactly 1, a text without a known term 0 with every text.
+    Training's baseline counts step i among its own candidates
+    ("leave-one-in"); a held-out step is never among the training steps, so
+    its prediction does not contain its own return. Predicting the training
+    steps themselves gives training's baseline exactly (``soft_baseline`` with
+    the same ``tau`` and scope), for states with at least one term.
+    ``tau = inf`` gives uniform weights: the plain mean of the candidates.
 
 Fallbacks (counted in :class:`PredictionReport`, logged by ``predict``)
     A step without candidates (its group has no training step at its t, or its
@@ -55,11 +60,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.validation import check_is_fitted
 
 from rllib_proxmo.advantages import check_scope, returns_to_go
+from rllib_proxmo.advantages.step_term import Similarity, block_cosine, block_soft_baseline, fit_tfidf
 
 __all__ = [
     "FROM_CANDIDATES",
@@ -82,7 +87,6 @@ STEP_COLUMNS = ("group_id", "episode_id", "t", "state")
 
 FROM_CANDIDATES, FROM_GROUP_MEAN, FROM_GLOBAL_MEAN = 0, 1, 2
 """Values of :attr:`PredictionReport.source`: how a step's prediction was made."""
-_PAIR_CHUNK = 200_000  # similarity pairs evaluated per sparse product
 
 
 @dataclass(frozen=True)
@@ -219,11 +223,12 @@ class PredictionReport:
 
 
 class _CandidateRegressor(RegressorMixin, BaseEstimator):
-    """Predicts a step's return by a weighted mean over the training steps of its block.
+    """Predicts a step's return by a softmax-weighted mean over the training steps of its block.
 
     A subclass defines the blocks (:meth:`_block_keys`: steps in one block are
-    each other's candidates) and the weights (:meth:`_pair_logits`: one logit
-    per (held-out step, candidate) pair, softmax-normalised per held-out step).
+    each other's candidates), the similarities of held-out steps and
+    candidates (:meth:`_similarity`) and the softmax temperature
+    (:meth:`_temperature`).
     """
 
     def _block_keys(self, steps: _Steps) -> Iterable[Hashable]:
@@ -233,10 +238,14 @@ class _CandidateRegressor(RegressorMixin, BaseEstimator):
         """Raise ``ValueError`` for a bad hyperparameter (none to check by default)."""
 
     def _prepare(self, steps: _Steps) -> None:
-        """Fit whatever the logits need on the training steps (nothing by default)."""
+        """Fit whatever the similarities need on the training steps (nothing by default)."""
 
-    def _pair_logits(self, steps: _Steps, test_rows: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    def _similarity(self, steps: _Steps) -> Similarity:
+        """Similarities of (held-out step numbers of ``steps``, training step numbers) blocks."""
         raise NotImplementedError
+
+    def _temperature(self) -> float:
+        return 1.0
 
     def fit(self, X, y):
         """Store the training steps and their returns ``y`` ((n,) floats); returns ``self``."""
@@ -271,57 +280,24 @@ class _CandidateRegressor(RegressorMixin, BaseEstimator):
         """Predictions of the steps of ``X`` with their sources and weight statistics."""
         check_is_fitted(self, "train_returns_")
         steps = _read_steps(X)
-        n = len(steps.t)
         test_block = _lookup(self.block_codes_, self._block_keys(steps))
-        test_rows, train_rows, counts = _candidate_pairs(self.train_block_, test_block)
-
-        prediction = np.zeros(n)
-        effective = np.zeros(n)
-        has_candidates = counts > 0
-        if len(test_rows):
-            logits = self._pair_logits(steps, test_rows, train_rows)
-            starts = (np.cumsum(counts) - counts)[has_candidates]
-            logits = logits - np.repeat(np.maximum.reduceat(logits, starts), counts[has_candidates])
-            weights = np.exp(logits)
-            total = np.add.reduceat(weights, starts)
-            prediction[has_candidates] = np.add.reduceat(weights * self.train_returns_[train_rows], starts) / total
-            effective[has_candidates] = total**2 / np.add.reduceat(weights**2, starts)
-
+        soft = block_soft_baseline(
+            test_block, self.train_block_, self._similarity(steps), self.train_returns_, self._temperature()
+        )
+        has_candidates = soft.num_candidates > 0
         source = np.where(has_candidates, FROM_CANDIDATES, FROM_GROUP_MEAN).astype(np.int8)
         group = _lookup(self.group_codes_, steps.group_keys())
         source[~has_candidates & (group < 0)] = FROM_GLOBAL_MEAN
+        prediction = soft.baseline.copy()
         prediction[source == FROM_GROUP_MEAN] = self.group_mean_[group[source == FROM_GROUP_MEAN]]
         prediction[source == FROM_GLOBAL_MEAN] = self.global_mean_
-        return PredictionReport(prediction, source, counts, effective)
+        return PredictionReport(prediction, source, soft.num_candidates, soft.effective_neighbours)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.string = True
         tags.input_tags.categorical = True
         return tags
-
-
-def _candidate_pairs(train_block: np.ndarray, test_block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All (held-out step, candidate) pairs, grouped by held-out step.
-
-    Args:
-        train_block: (m,) block code of each training step.
-        test_block: (n,) block code of each held-out step, -1 for a block
-            without training steps.
-
-    Returns:
-        ``(test_rows, train_rows, counts)``: (p,) pair members, the pairs of
-        held-out step i contiguous and in order of i; (n,) candidates per step.
-    """
-    order = np.argsort(train_block, kind="stable")
-    sorted_blocks = train_block[order]
-    start = np.searchsorted(sorted_blocks, test_block, side="left")
-    counts = np.searchsorted(sorted_blocks, test_block, side="right") - start
-    counts[test_block < 0] = 0
-    test_rows = np.repeat(np.arange(len(test_block)), counts)
-    offsets = np.arange(len(test_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    train_rows = order[np.repeat(start, counts) + offsets]
-    return test_rows, train_rows, counts
 
 
 class PSABaselineRegressor(_CandidateRegressor):
@@ -337,16 +313,15 @@ class PSABaselineRegressor(_CandidateRegressor):
             scikit-learn's, which the paper uses (the authors' release sets
             ``max_features=1024``).
 
-    The vectorizer is fitted on the training states. Cosine similarity of the
-    L2-normalised TF-IDF rows; identical texts have similarity exactly 1 (also
-    when their vector is empty, e.g. no known term), other texts with an empty
-    vector 0.
+    TF-IDF (:func:`~rllib_proxmo.advantages.step_term.fit_tfidf`) is fitted on
+    the training states; held-out texts are embedded with its vocabulary and idf.
 
-    Fitted attributes: ``vectorizer_``; ``text_index_`` (distinct training text
-    -> row of ``text_features_``), ``text_features_`` (their TF-IDF rows),
-    ``train_text_`` ((m,) row of each training step); ``block_codes_`` and
-    ``train_block_`` (candidate blocks), ``group_codes_``, ``group_mean_`` and
-    ``global_mean_`` (the fallbacks), ``train_returns_`` ((m,) ``y``).
+    Fitted attributes: ``tfidf_`` (the :class:`~rllib_proxmo.advantages.step_term.TfidfModel`);
+    ``text_index_`` (distinct training text -> row of ``text_features_``),
+    ``text_features_`` (their TF-IDF rows), ``train_text_`` ((m,) row of each
+    training step); ``block_codes_`` and ``train_block_`` (candidate blocks),
+    ``group_codes_``, ``group_mean_`` and ``global_mean_`` (the fallbacks),
+    ``train_returns_`` ((m,) ``y``).
     """
 
     def __init__(
@@ -379,52 +354,33 @@ class PSABaselineRegressor(_CandidateRegressor):
         return steps.group_keys()
 
     def _prepare(self, steps: _Steps) -> None:
-        self.vectorizer_ = TfidfVectorizer(
+        self.tfidf_, self.text_features_, self.train_text_ = fit_tfidf(
+            steps.state,
             ngram_range=tuple(self.ngram_range),
             sublinear_tf=self.sublinear_tf,
             min_df=self.min_df,
             max_df=self.max_df,
             max_features=self.max_features,
         )
-        try:
-            self.vectorizer_.fit(steps.state)  # duplicates count: idf over all training steps
-        except ValueError as error:
-            raise ValueError(f"TfidfVectorizer failed on the training states ({error}); {self.get_params()}") from error
-        self.text_index_, self.train_text_ = _dense_codes(steps.state)
-        self.text_features_ = self.vectorizer_.transform(list(self.text_index_))
+        self.text_index_ = dict(zip(steps.state, self.train_text_.tolist()))
 
-    def _pair_logits(self, steps: _Steps, test_rows: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
-        """``cos(s_i, s_j) / tau`` per pair; texts unseen in training are vectorised here."""
-        unseen: dict[str, int] = {}
+    def _temperature(self) -> float:
+        return self.tau
+
+    def _similarity(self, steps: _Steps) -> Similarity:
+        """TF-IDF cosine of held-out and training states; texts unseen in training are embedded here."""
         seen = len(self.text_index_)
-        test_text = np.fromiter(
-            (
-                self.text_index_[text] if text in self.text_index_ else seen + unseen.setdefault(text, len(unseen))
-                for text in steps.state
-            ),
-            dtype=np.int64,
-        )
+        unseen = [text for text in dict.fromkeys(steps.state) if text not in self.text_index_]
+        rows = {**self.text_index_, **{text: seen + k for k, text in enumerate(unseen)}}
+        test_text = np.fromiter((rows[text] for text in steps.state), dtype=np.int64, count=len(steps.state))
         features = self.text_features_
         if unseen:
-            features = sp.vstack([features, self.vectorizer_.transform(list(unseen))], format="csr")
-        return _pair_similarity(features, test_text[test_rows], self.train_text_[train_rows]) / self.tau
+            features = sp.vstack([features, self.tfidf_.transform(unseen)[0]], format="csr")
 
+        def similarity(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+            return block_cosine(features, test_text[queries], self.train_text_[candidates])
 
-def _pair_similarity(features: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """(p,) cosine similarity of rows ``left[k]`` and ``right[k]`` of L2-normalised ``features``.
-
-    Each distinct pair of rows is computed once (rollouts of a task repeat many
-    states); a row paired with itself has similarity exactly 1.
-    """
-    key = left * features.shape[0] + right
-    unique_keys, pair_index = np.unique(key, return_inverse=True)
-    a, b = np.divmod(unique_keys, features.shape[0])
-    dots = np.empty(len(unique_keys))
-    for start in range(0, len(unique_keys), _PAIR_CHUNK):
-        chunk = slice(start, start + _PAIR_CHUNK)
-        dots[chunk] = np.asarray(features[a[chunk]].multiply(features[b[chunk]]).sum(axis=1)).ravel()
-    dots[a == b] = 1.0
-    return dots[pair_index.reshape(-1)]
+        return similarity
 
 
 class ExactMatchRegressor(_CandidateRegressor):
@@ -434,8 +390,11 @@ class ExactMatchRegressor(_CandidateRegressor):
     def _block_keys(self, steps: _Steps) -> Iterable[Hashable]:
         return zip(steps.iteration.tolist(), steps.group_id.tolist(), steps.state)
 
-    def _pair_logits(self, steps: _Steps, test_rows: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
-        return np.zeros(len(test_rows))
+    def _similarity(self, steps: _Steps) -> Similarity:
+        def uniform(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+            return np.zeros((*queries.shape, candidates.shape[1]))
+
+        return uniform
 
 
 @dataclass(frozen=True)

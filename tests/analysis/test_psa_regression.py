@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import (
     check_get_params_invariance,
@@ -17,6 +18,7 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 
+from rllib_proxmo.advantages.step_term import SoftBaseline, fit_tfidf, soft_baseline, tfidf_features
 from rllib_proxmo.analysis.psa_regression import (
     FROM_CANDIDATES,
     FROM_GLOBAL_MEAN,
@@ -129,14 +131,105 @@ def test_groups_are_told_apart_by_iteration():
     assert prediction[0] == pytest.approx(HAND_RETURNS.mean() + 10.0)
 
 
-def test_unseen_words_give_uniform_weights_and_identical_texts_similarity_one():
+def test_unseen_words_and_termless_texts_give_uniform_weights():
     model = PSABaselineRegressor(tau=0.01).fit(HAND_TRAIN, HAND_RETURNS)
     unseen = model.predict_report(steps([(0, 3, 0, "zebra"), (0, 3, 1, "...")]))
     assert unseen.prediction[0] == pytest.approx(0.5)  # uniform over the t = 0 candidates (0, 1)
     assert unseen.effective_neighbours[0] == pytest.approx(2.0)
-    empty_text = steps([(0, 0, 0, "..."), (0, 1, 0, "apple")])
-    model = PSABaselineRegressor(tau=0.01).fit(empty_text, np.array([1.0, 0.0]))
-    assert model.predict(steps([(0, 2, 0, "...")]))[0] == pytest.approx(1.0)
+    # A text without a term has similarity 0 with every text, an identical one included (as in
+    # training, where only a step's similarity with itself is 1).
+    termless = steps([(0, 0, 0, "..."), (0, 1, 0, "apple")])
+    model = PSABaselineRegressor(tau=0.01).fit(termless, np.array([1.0, 0.0]))
+    assert model.predict(steps([(0, 2, 0, "...")]))[0] == pytest.approx(0.5)
+
+
+# --- the regressor is training's PSA baseline (rllib_proxmo.advantages.step_term) ----------------
+
+
+def core_baseline(X: pd.DataFrame, y: np.ndarray, tau: float, scope: str) -> SoftBaseline:
+    """Training's soft baseline of the steps of ``X`` (one iteration), with ``y`` as the returns."""
+    features, feature_index = tfidf_features(X["state"].tolist())
+    group_index = np.unique(X["group_id"], return_inverse=True)[1]
+    return soft_baseline(group_index, X["t"].to_numpy(), y, features, feature_index, tau, scope)
+
+
+@pytest.mark.parametrize("scope", ["same_step", "group"])
+@pytest.mark.parametrize("tau", [0.05, 0.3, 2.0])
+def test_predicting_the_training_steps_gives_the_training_baseline(scope, tau):
+    # Leave-one-in: a training step is its own candidate with similarity 1 in both (non-empty texts).
+    X, y = random_steps(seed=11, groups=3, episodes=6, length=5)
+    X = X[~((X["episode_id"] % 4 == 1) & (X["t"] >= 3))]  # some shorter episodes: blocks of unequal size
+    y = y[X.index]
+    report = PSABaselineRegressor(tau=tau, psa_scope=scope).fit(X, y).predict_report(X)
+    core = core_baseline(X, y, tau, scope)
+    np.testing.assert_allclose(report.prediction, core.baseline, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(report.effective_neighbours, core.effective_neighbours, rtol=1e-12)
+    np.testing.assert_array_equal(report.num_candidates, core.num_candidates)
+
+
+def test_held_out_prediction_is_the_training_baseline_without_the_step_itself():
+    # Same-step scope: the candidates of step i in training are i and one step of every other
+    # episode of its group at its t, exactly the regressor's candidates when i's episode is held out.
+    # One-word states have TF-IDF vectors independent of the idf, so both see the same cosines
+    # (1 for the same word, else 0) and B_i = (e^(1/tau) y_i + Z_i P_i) / (e^(1/tau) + Z_i), with
+    # Z_i = sum over the other candidates of e^(cos/tau) and P_i the held-out prediction.
+    rng = np.random.default_rng(12)
+    tau = 0.4
+    X = steps([(g, 6 * g + e, t, str(rng.choice(WORDS[:3]))) for g in range(2) for e in range(6) for t in range(3)])
+    X = X[~((X["episode_id"] % 6 == 0) & (X["t"] == 2))].reset_index(drop=True)  # t = 2 of episode 0 missing
+    X.loc[(X["episode_id"] == 1) & (X["t"] == 2), "state"] = "zebra"  # a word no other episode has
+    y = rng.uniform(0.0, 1.0, size=len(X))
+    core = core_baseline(X, y, tau, "same_step").baseline
+    for episode in X["episode_id"].unique():
+        held_out = (X["episode_id"] == episode).to_numpy()
+        report = PSABaselineRegressor(tau=tau).fit(X[~held_out], y[~held_out]).predict_report(X[held_out])
+        assert np.all(report.source == FROM_CANDIDATES)
+        for row, prediction in zip(np.flatnonzero(held_out), report.prediction):
+            others = np.flatnonzero((X["group_id"] == X["group_id"][row]) & (X["t"] == X["t"][row]) & ~held_out)
+            weight = np.exp((X["state"][others] == X["state"][row]).to_numpy() / tau).sum()
+            expected = (math.exp(1 / tau) * y[row] + weight * prediction) / (math.exp(1 / tau) + weight)
+            assert core[row] == pytest.approx(expected, rel=1e-12), row
+
+
+# Repeated texts (each repetition is a document) and one without a term; no two terms tie at the
+# max_features cuts below.
+TFIDF_TEXTS = [
+    "red mug on the table",
+    "red mug",
+    "red mug",
+    "blue mug on the shelf",
+    "red apple",
+    "the red apple on the table",
+    "kitchen",
+    "...",
+]
+UNSEEN_TEXTS = ["a red shelf in the kitchen", "zebra", "red mug"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"ngram_range": (1, 2)},
+        {"sublinear_tf": True},
+        {"min_df": 2},
+        {"max_df": 0.5},
+        {"min_df": 0.3, "max_df": 4},
+        {"max_features": 4},
+        {"ngram_range": (1, 2), "max_features": 3, "sublinear_tf": True},
+    ],
+)
+def test_tfidf_equals_scikit_learns_vectorizer_on_training_and_unseen_texts(options):
+    model, features, index = fit_tfidf(TFIDF_TEXTS, **options)
+    vectorizer = TfidfVectorizer(**options).fit(TFIDF_TEXTS)
+    assert model.terms == tuple(vectorizer.get_feature_names_out())
+    np.testing.assert_allclose(features.toarray()[index], vectorizer.transform(TFIDF_TEXTS).toarray(), atol=1e-12)
+    unseen, unseen_index = model.transform(UNSEEN_TEXTS)
+    np.testing.assert_allclose(unseen.toarray()[unseen_index], vectorizer.transform(UNSEEN_TEXTS).toarray(), atol=1e-12)
+
+
+def test_max_features_keeps_the_alphabetically_first_of_equally_frequent_terms():
+    assert fit_tfidf(["mug apple", "cup"], max_features=2)[0].terms == ("apple", "cup")
 
 
 def test_tfidf_options_change_the_similarity():
@@ -203,7 +296,10 @@ def test_scikit_learn_estimator_conventions():
         (PSABaselineRegressor(tau=0.0), HAND_TRAIN, HAND_RETURNS, "tau must be a number > 0"),
         (PSABaselineRegressor(tau=float("nan")), HAND_TRAIN, HAND_RETURNS, "tau must be a number > 0"),
         (PSABaselineRegressor(psa_scope="episode"), HAND_TRAIN, HAND_RETURNS, "psa_scope must be one of"),
-        (PSABaselineRegressor(min_df=5), HAND_TRAIN, HAND_RETURNS, "TfidfVectorizer failed"),
+        (PSABaselineRegressor(min_df=5), HAND_TRAIN, HAND_RETURNS, "prune every term of the 3 texts"),
+        (PSABaselineRegressor(ngram_range=(2, 1)), HAND_TRAIN, HAND_RETURNS, "ngram_range must be two ints"),
+        (PSABaselineRegressor(max_df=1.5), HAND_TRAIN, HAND_RETURNS, "max_df must be an int >= 1"),
+        (PSABaselineRegressor(max_features=0), HAND_TRAIN, HAND_RETURNS, "max_features must be None or an int"),
         (PSABaselineRegressor(), HAND_TRAIN.drop(columns=["t"]), HAND_RETURNS, r"lacks the step column\(s\) \['t'\]"),
         (PSABaselineRegressor(), HAND_TRAIN.assign(state=["a", None, "b"]), HAND_RETURNS, "strings; row 1 is"),
         (PSABaselineRegressor(), HAND_TRAIN.assign(t=[0.0, 0.0, 1.0]), HAND_RETURNS, "'t' of X must hold integers"),
