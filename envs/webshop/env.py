@@ -5,9 +5,13 @@ An episode: the agent reads an instruction, searches, browses result pages
 a product's Description/Features/Reviews, and buys. Actions are the original's
 ``search[<query>]`` (only on the search page) and ``click[<text>]`` where
 ``<text>`` is a clickable of the current page, matched case-insensitively
-(``click[Buy Now]`` = ``click[buy now]``). The reward is paid on ``click[buy now]``
-(:mod:`envs.webshop.reward`), which ends the episode; after ``max_steps`` (15)
-steps the episode is truncated with reward 0.
+(``click[Buy Now]`` = ``click[buy now]``). The reward is paid on ``click[buy now]``,
+which ends the episode; after ``max_steps`` (15) steps the episode is truncated
+with reward 0. ``reward="score"`` (the default, the original's) pays the
+fractional purchase score of :mod:`envs.webshop.reward`; ``reward="success"``
+pays 1.0 for a perfect purchase (score 1.0) and 0.0 otherwise, the binary
+signal the ProxMO release trains on and PSC's success rate assumes. Either way
+``info["score"]`` carries the score.
 
 Anything else -- an empty or malformed string, a verb other than ``search`` or
 ``click``, an empty argument, a search away from the search page, a click on
@@ -16,8 +20,8 @@ invalid: as in the original it changes nothing and returns the same page, but it
 still counts as a step, and ``info["action_valid"]`` is ``False``. (The original
 also accepts searches from any page; here only ``admissible_actions`` are valid.)
 
-``info`` always holds: ``won`` (reward == 1), ``score`` (the purchase reward so
-far, 0 before buying), ``step`` (steps taken), ``task_id``, ``task`` (the
+``info`` always holds: ``won`` (score == 1), ``score`` (the purchase score so
+far, 0 before buying, whatever ``reward`` is), ``step`` (steps taken), ``task_id``, ``task`` (the
 instruction), ``task_type`` (the goal's product category), ``state`` (the page
 text without the instruction), ``admissible_actions`` (``"search[<your query>]"``
 where a search bar exists, then ``"click[<text>]"`` per clickable), ``action_valid``,
@@ -42,6 +46,8 @@ from envs.webshop.reward import purchase_reward
 from envs.webshop.shop import Shop, ShopConfig, load_shop
 
 MAX_STEPS = 15
+#: What ``step`` pays on purchase: the fractional score, or 1/0 for a perfect purchase.
+REWARD_MODES = ("score", "success")
 SEARCH_TEMPLATE = "search[<your query>]"
 
 _ACTION = re.compile(r"(search|click)\[(.*)\]", re.DOTALL)
@@ -71,6 +77,8 @@ class WebShopEnv(TaskSelectionMixin, gym.Env[str, str]):
         human_goals: real data: use the human-written instructions.
         small_data: real data: read the ``*_1000.json`` files.
         max_steps: steps before truncation.
+        reward: ``"score"`` (the purchase score in [0, 1]) or ``"success"``
+            (1.0 when the score is 1.0, else 0.0).
         render_mode: ``None`` or ``"ansi"`` (``render()`` returns the observation).
 
     Task ids are goal indices in the split (``task_ids``). ``reset`` plays
@@ -94,10 +102,13 @@ class WebShopEnv(TaskSelectionMixin, gym.Env[str, str]):
         human_goals: bool = False,
         small_data: bool = True,
         max_steps: int = MAX_STEPS,
+        reward: str = "score",
         render_mode: str | None = None,
     ):
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unsupported render_mode {render_mode!r}; expected None or 'ansi'")
         config = ShopConfig(
@@ -114,6 +125,7 @@ class WebShopEnv(TaskSelectionMixin, gym.Env[str, str]):
         if not self.goals:
             raise ValueError(f"the {split!r} split of this catalogue has no goals")
         self.max_steps = max_steps
+        self.reward_mode = reward
         self.render_mode = render_mode
         self.observation_space = TextSpace()
         self.action_space = TextSpace()
@@ -166,7 +178,9 @@ class WebShopEnv(TaskSelectionMixin, gym.Env[str, str]):
         purchased_before = self._purchase is not None
         valid = not purchased_before and self._apply(action)
         terminated = self._purchase is not None
-        reward = self._score if terminated and not purchased_before else 0.0
+        reward = 0.0
+        if terminated and not purchased_before:
+            reward = self._score if self.reward_mode == "score" else float(self._won)
         truncated = not terminated and self._steps >= self.max_steps
         return self._observation(), reward, terminated, truncated, self._info(action_valid=valid)
 
@@ -250,6 +264,10 @@ class WebShopEnv(TaskSelectionMixin, gym.Env[str, str]):
         self._purchase = {"asin": product.asin, "options": dict(self._options), **reward.as_dict()}
         self._page = pages.done_page(reward.total)
 
+    @property
+    def _won(self) -> bool:
+        return self._score == 1.0
+
     def _observation(self) -> str:
         return self._page.observation(self._goal.instruction_text)
 
@@ -260,7 +278,7 @@ class WebShopEnv(TaskSelectionMixin, gym.Env[str, str]):
 
     def _info(self, action_valid: bool) -> dict[str, Any]:
         return {
-            "won": self._score == 1.0,
+            "won": self._won,
             "score": self._score,
             "step": self._steps,
             "task_id": self._task_id,

@@ -88,8 +88,12 @@ def env_configs(env: str, scale: Scale, overrides: dict[str, Any] | None = None)
 
     ALFWorld: ALFWorld's data with the release's 50-step limit at paper scale, else
     ``scale.num_games`` generated games; trains on "train", evaluates on "unseen".
-    WebShop: the original catalogue at paper scale, else a generated one of 200
-    products, 15 steps; "train" and "test" goals. Other envs: ``overrides`` for both.
+    WebShop: the original catalogue with the release's binary reward
+    (``reward="success"``: 1 for a perfect purchase, else 0) at paper scale, else a
+    generated one of 200 products paying the fractional score (a small CPU model
+    rarely buys perfectly, and the score still separates its rollouts); 15 steps;
+    "train" and "test" goals; ``info["score"]`` reports the score either way.
+    Other envs: ``overrides`` for both.
     """
     overrides = dict(overrides or {})
     if env == ALFWORLD:
@@ -102,7 +106,9 @@ def env_configs(env: str, scale: Scale, overrides: dict[str, Any] | None = None)
     elif env == WEBSHOP:
         base = {"max_steps": 15}
         base.update(
-            {"catalog": "real", "small_data": True} if scale is PAPER else {"catalog": "generated", "num_products": 200}
+            {"catalog": "real", "small_data": True, "reward": "success"}
+            if scale is PAPER
+            else {"catalog": "generated", "num_products": 200, "reward": "score"}
         )
     else:
         return overrides, dict(overrides)

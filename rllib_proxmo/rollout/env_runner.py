@@ -245,6 +245,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                     )
                 )
                 item.episode.won = bool(info.get("won", False))
+                item.episode.score = float(info["score"]) if "score" in info else None
                 if terminated or truncated:
                     item.episode.truncated = bool(truncated and not terminated)
                     finished.append(item.episode)

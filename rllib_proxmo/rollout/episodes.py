@@ -72,7 +72,12 @@ class Turn:
 
 @dataclass
 class TextEpisode:
-    """A finished (terminated or truncated) multi-turn episode."""
+    """A finished (terminated or truncated) multi-turn episode.
+
+    ``score`` is the env's task score at the end of the episode when its ``info``
+    reports one (``info["score"]``, e.g. WebShop's purchase score, also when the env
+    pays binary success as reward); None for envs that report none.
+    """
 
     episode_id: str
     group_id: str
@@ -81,6 +86,7 @@ class TextEpisode:
     turns: list[Turn] = field(default_factory=list)
     won: bool = False
     truncated: bool = False
+    score: float | None = None
 
     def __len__(self) -> int:
         return len(self.turns)

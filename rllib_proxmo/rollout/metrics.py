@@ -14,7 +14,9 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
     """Flat metrics over finished episodes.
 
     Keys: ``num_episodes``, ``num_turns``, ``success_rate``, ``score_mean`` (mean
-    episode return; WebShop's score), ``episode_len_mean`` (turns),
+    episode score: the env's reported ``TextEpisode.score`` where there is one, e.g.
+    WebShop's purchase score whatever its reward mode, else the episode return),
+    ``episode_len_mean`` (turns),
     ``truncated_rate``, ``format_valid_rate``, ``admissible_action_rate`` and
     ``response_cut_rate`` (responses cut at ``max_new_tokens`` before a stop token)
     over turns, and ``success_rate/<task_type>`` for each task type present.
@@ -26,7 +28,7 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
         "num_episodes": float(len(episodes)),
         "num_turns": float(len(turns)),
         "success_rate": float(np.mean([e.won for e in episodes])),
-        "score_mean": float(np.mean([e.total_reward for e in episodes])),
+        "score_mean": float(np.mean([e.total_reward if e.score is None else e.score for e in episodes])),
         "episode_len_mean": float(np.mean([len(e) for e in episodes])),
         "truncated_rate": float(np.mean([e.truncated for e in episodes])),
         "format_valid_rate": float(np.mean([t.format_valid for t in turns])) if turns else 0.0,

@@ -181,6 +181,34 @@ def test_buying_without_options_scores_partially(env):
     assert info["won"] is False
 
 
+def _buy(env, task_id, with_options):
+    _search_goal(env, task_id=task_id)
+    goal = env.goal
+    env.step(f"click[{goal.asin}]")
+    if with_options:
+        for value in best_options(env.shop.catalog.get(goal.asin), goal).values():
+            env.step(f"click[{value}]")
+    return env.step("click[buy now]")
+
+
+def test_success_reward_pays_one_for_a_perfect_purchase_and_reports_the_score():
+    env = WebShopEnv(split="test", reward="success")
+    _, reward, terminated, _, info = _buy(env, task_id=2, with_options=True)
+    assert (reward, info["score"], info["won"], terminated) == (1.0, 1.0, True, True)
+    _, reward, terminated, _, info = _buy(env, task_id=4, with_options=False)
+    partial = WebShopEnv(split="test", reward="score")
+    _, score_reward, _, _, score_info = _buy(partial, task_id=4, with_options=False)
+    assert 0.0 < info["score"] == score_reward == score_info["score"] < 1.0
+    assert (reward, info["won"], terminated) == (0.0, False, True)
+    assert env.step("click[buy now]")[1] == 0.0  # paid once
+
+
+def test_reward_mode_is_validated():
+    with pytest.raises(ValueError, match=re.escape("reward must be one of ('score', 'success'), got 'binary'")):
+        WebShopEnv(reward="binary")
+    assert gym.make("WebShop-v0", split="test", reward="success").unwrapped.reward_mode == "success"
+
+
 @pytest.mark.parametrize(
     "action",
     [
@@ -278,7 +306,8 @@ def test_llm_wrappers_drive_the_env():
     prompt, reward, _, _, info = llm_env.step(f"<think>search first</think><action>search[{query}]</action>")
     assert info["action_admissible"] and info["page"] == "results" and reward == 0.0
     _, reward, _, _, info = llm_env.step("<think>buy</think><action>click[Buy Now]</action>")
-    assert not info["action_admissible"] and info["executed_action"] == "" and reward == pytest.approx(-0.1)
+    assert not info["action_admissible"] and info["executed_action"] == "" and reward == 0.0
+    assert info["invalid_penalty"] == 0.1  # reported beside the env's reward, not subtracted from it
     assert info["page"] == "results" and info["step"] == 2
 
 
