@@ -266,21 +266,30 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
 
     # ---------------------------------------------------------------- state
     def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> StateDict:
-        """The inference-only policy weights, unless ``not_components`` excludes the module.
+        """The inference-only policy weights and their ``weights_seq_no``, unless
+        ``not_components`` excludes the module.
 
         Everything else an env runner holds (envs, counters) is rebuilt per call, so
         algorithm checkpoints take the weights from the learners and nothing from here.
         """
         if not self._check_component(COMPONENT_RL_MODULE, components, not_components):
             return {}
-        return {COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: self.module.get_state(inference_only=True)}}
+        return {
+            COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: self.module.get_state(inference_only=True)},
+            WEIGHTS_SEQ_NO: self._weights_seq_no,
+        }
 
     def set_state(self, state: StateDict) -> None:
-        """Load policy weights (skipped when ``weights_seq_no`` says they are not newer)."""
+        """Load the policy weights ``state`` carries, whatever their ``weights_seq_no``.
+
+        RLlib's own runners skip weights whose sequence number is not above the one
+        they hold; but a restore sets the learner's counter back to the checkpoint's,
+        so ordering would keep a runner on the pre-restore weights until the learner
+        counted past them again (and equality could still collide across two
+        branches). The weights have already been shipped when this runs; loading
+        them costs one copy into the model. The number is kept for :meth:`get_state`.
+        """
         if COMPONENT_RL_MODULE not in state:
-            return
-        seq_no = state.get(WEIGHTS_SEQ_NO, 0)
-        if seq_no and seq_no <= self._weights_seq_no:
             return
         module_state = state[COMPONENT_RL_MODULE]
         if isinstance(module_state, ray.ObjectRef):
@@ -288,7 +297,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         module_state = module_state.get(DEFAULT_MODULE_ID, module_state)
         self.module.set_state(module_state)
         self.engine.update_weights(module_state)
-        self._weights_seq_no = max(self._weights_seq_no, seq_no)
+        self._weights_seq_no = state.get(WEIGHTS_SEQ_NO, 0)
 
     def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict]:
         return (), {"config": self.config}

@@ -7,9 +7,14 @@ repetition penalty, a top-k) that must not leak into sampling; the game is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import ray
 import torch
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from transformers import GenerationConfig
 
 import rllib_proxmo.rollout.env_runner as env_runner_module
@@ -22,6 +27,7 @@ from rllib_proxmo.rollout.metrics import episode_metrics
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import DEFAULT_BUTTONS
 
+REPO = Path(__file__).resolve().parents[2]
 ENV_ID = "tests.text_env:TextGuess-v0"
 WORDS = ["press", "look", "help", "<action>", "</action>", *DEFAULT_BUTTONS]
 
@@ -97,3 +103,55 @@ def test_sampling_settings_refuse_nucleus_training_and_bad_values(model_dir):
         SamplerSettings(eval_top_p=0.0)
     settings = SamplerSettings.from_model_config({"max_new_tokens": 8, "eval_top_p": 0.9, "dtype": "float32"})
     assert settings == SamplerSettings(max_new_tokens=8, eval_top_p=0.9)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+
+
+def _learner_weights(algo) -> tuple[dict, int]:
+    """The learner's inference-only weights and their sequence number."""
+    component = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}"
+    state = algo.learner_group.get_state(components=component, inference_only=True)[COMPONENT_LEARNER]
+    return state[COMPONENT_RL_MODULE][DEFAULT_MODULE_ID], state[WEIGHTS_SEQ_NO]
+
+
+def _assert_runners_hold_the_learners_weights(algo) -> dict:
+    weights, seq_no = _learner_weights(algo)
+    group = algo.env_runner_group
+    states = group.foreach_env_runner(lambda runner: runner.get_state(), local_env_runner=False)
+    if group.local_env_runner is not None:
+        states.append(group.local_env_runner.get_state())
+    assert len(states) == 1 + group.num_remote_env_runners()
+    for state in states:
+        assert state[WEIGHTS_SEQ_NO] == seq_no
+        held = state[COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
+        assert held.keys() == weights.keys()
+        assert all(torch.equal(held[name], value) for name, value in weights.items())
+    return weights
+
+
+@pytest.mark.parametrize("num_env_runners", [0, 1])
+def test_runners_hold_the_learners_weights_after_train_save_and_restore(
+    model_dir, ray_session, tmp_path, num_env_runners
+):
+    config = _config(model_dir, max_new_tokens=2).env_runners(num_env_runners=num_env_runners).training(lr=1e-2)
+    algo = config.build_algo()
+    try:
+        algo.train()
+        first = _assert_runners_hold_the_learners_weights(algo)
+        checkpoint = algo.save(str(tmp_path / "checkpoint")).checkpoint.path
+        for _ in range(3):
+            algo.train()
+            latest = _assert_runners_hold_the_learners_weights(algo)
+        assert not all(torch.equal(latest[name], value) for name, value in first.items())  # training moved them
+        algo.restore(checkpoint)  # the learner's weights_seq_no goes back from 4 to 1
+        restored = _assert_runners_hold_the_learners_weights(algo)
+        assert all(torch.equal(restored[name], value) for name, value in first.items())
+        algo.train()
+        _assert_runners_hold_the_learners_weights(algo)
+    finally:
+        algo.stop()
