@@ -23,9 +23,10 @@ Metrics in each ``train()`` result:
   episodes (success rate overall and per task type, score, episode length,
   format-valid and admissible-action rates);
 - ``learners/default_policy``: ``policy_loss``, ``kl`` (k3 to the reference),
-  ``entropy``, ``clip_fraction``, ``ratio_mean``,
-  ``first_epoch_max_abs_ratio_minus_one`` (0 when on-policy), ``grad_norm``
-  (before clipping), ``num_response_tokens``;
+  ``entropy``, ``clip_fraction``, ``ratio_mean``, ``ratio_max_deviation`` (after the
+  first optimizer step; 0 with one step), ``grad_norm`` (before clipping),
+  ``num_optimizer_steps``, ``num_response_tokens``, ``sampler_logp_gap_max`` /
+  ``sampler_logp_gap_mean`` (see :mod:`~rllib_proxmo.algorithm.torch.proxmo_torch_learner`);
 - ``proxmo/advantages``: the credit-assignment core's diagnostics (PSC weight range,
   PSA effective neighbours, GiGPO singleton fraction, ...);
 - ``proxmo``: ``num_groups``, ``num_groups_dropped``, ``generated_tokens``,
@@ -104,13 +105,15 @@ class ProxMOConfig(AlgorithmConfig):
         self.llm_env_config: dict[str, Any] | None = {}
         # Where each iteration's steps are written (Parquet, rllib_proxmo.analysis.rollout_files); None: not kept.
         self.rollouts_dir: str | None = None
-        # Optimisation (release: lr 1e-6, clip 0.2, KL 0.01, entropy 0.001, grad clip 1, 1 epoch).
+        # Optimisation (release: lr 1e-6, clip 0.2, KL 0.01, entropy 0.001, grad clip 1, 1 epoch,
+        # ppo_mini_batch_size 256 rows per optimizer step).
         self.lr = 1e-6
         self.clip_param = 0.2
         self.kl_coeff = 0.01
         self.entropy_coeff = 0.001
         self.grad_clip = 1.0
         self.num_epochs = 1
+        self.minibatch_size = 256
         self.micro_batch_size = 4
         # Evaluation: each sampled task once, greedy unless model_config says otherwise.
         self.evaluation_num_tasks = 16
@@ -134,6 +137,7 @@ class ProxMOConfig(AlgorithmConfig):
         kl_coeff: float = NotProvided,
         entropy_coeff: float = NotProvided,
         num_epochs: int = NotProvided,
+        minibatch_size: int = NotProvided,
         micro_batch_size: int = NotProvided,
         max_turns: int | None = NotProvided,
         sample_retries: int = NotProvided,
@@ -157,8 +161,12 @@ class ProxMOConfig(AlgorithmConfig):
             clip_param: PPO clip range epsilon.
             kl_coeff: Weight of the k3 KL to the reference policy.
             entropy_coeff: Entropy bonus weight.
-            num_epochs: PPO epochs (one optimizer step per epoch).
-            micro_batch_size: Turns per micro-batch for gradient accumulation.
+            num_epochs: PPO epochs (passes over the iteration's turns).
+            minibatch_size: Turns per optimizer step, over all learners: each epoch
+                takes ceil(turns / minibatch_size) steps on shuffled, near-equal
+                mini-batches (the release's ppo_mini_batch_size).
+            micro_batch_size: Turns per micro-batch for gradient accumulation
+                inside a mini-batch (per learner).
             max_turns: Cut episodes after this many turns (None: env's own limit).
             sample_retries: Times the groups of a crashed env runner are re-played.
             llm_env_config: Keywords of ``envs.llm_wrappers.make_llm_env`` (prompt
@@ -183,6 +191,7 @@ class ProxMOConfig(AlgorithmConfig):
             kl_coeff=kl_coeff,
             entropy_coeff=entropy_coeff,
             num_epochs=num_epochs,
+            minibatch_size=minibatch_size,
             micro_batch_size=micro_batch_size,
             max_turns=max_turns,
             sample_retries=sample_retries,
@@ -234,6 +243,10 @@ class ProxMOConfig(AlgorithmConfig):
             (self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}"),
             (self.tasks_per_iteration >= 1, f"tasks_per_iteration must be >= 1, got {self.tasks_per_iteration}"),
             (self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}"),
+            (
+                isinstance(self.minibatch_size, int) and self.minibatch_size >= 1,
+                f"minibatch_size (turns per optimizer step) must be an int >= 1, got {self.minibatch_size!r}",
+            ),
             (self.num_epochs >= 1, f"num_epochs must be >= 1, got {self.num_epochs}"),
             (self.clip_param > 0, f"clip_param must be > 0, got {self.clip_param}"),
             (self.kl_coeff >= 0 and self.entropy_coeff >= 0, "kl_coeff and entropy_coeff must be >= 0"),

@@ -16,6 +16,7 @@ from benchmarks import gpu_check
 from envs.spaces import TextSpace
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 from rllib_proxmo.algorithm.torch.llm_rl_module import autocast_dtype, compute_dtype
+from rllib_proxmo.algorithm.torch.proxmo_torch_learner import step_plan
 from rllib_proxmo.rollout.episodes import TextEpisode, Turn
 from rllib_proxmo.testing import build_tiny_chat_model
 
@@ -111,3 +112,134 @@ def test_gpu_check_names_a_missing_package_and_counts_failures(tmp_path, capsys,
     assert "two_gpus: skipped: needs 2 GPUs, 1 visible" in out
     assert "broken: FAILED" in out and "ZeroDivisionError" in out
     assert "fine: figure = 0.5" in out and "fine: ok" in out
+
+
+def _metric(results: dict, key: str) -> float:
+    return results[DEFAULT_MODULE_ID][key].peek()
+
+
+def test_collectives_get_tensors_on_the_learners_device(model_dir, monkeypatch):
+    learner = _learner(model_dir, minibatch_size=3, num_epochs=2)
+    devices = []
+
+    def all_reduce(tensor, *args, **kwargs):
+        devices.append(tensor.device)
+        assert tensor.device == learner._device, f"collective got a tensor on {tensor.device}"
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *args, **kwargs: 1)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    episodes = _episodes(8)
+    # On a GPU the default device (CPU) differs from the learner's (CUDA); with "meta" as
+    # the default, a tensor built without an explicit device shows the same mismatch here.
+    with torch.device("meta"):
+        results = learner.update(episodes=episodes)
+    assert len(devices) >= 2 and _metric(results, "num_optimizer_steps") == 6
+
+
+def _count_calls(model: torch.nn.Module) -> list[int]:
+    calls = [0]
+    model.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_step_plan_shuffles_every_row_once_per_epoch_into_near_equal_sorted_mini_batches():
+    lengths = np.array([5, 3, 9, 3, 7, 1, 4, 8, 2, 6])
+    plan = step_plan(lengths, num_steps=3, num_epochs=2, micro_batch_size=2, rng=np.random.default_rng(0))
+    again = step_plan(lengths, num_steps=3, num_epochs=2, micro_batch_size=2, rng=np.random.default_rng(0))
+    assert [[[m.tolist() for m in step] for step in epoch] for epoch in plan] == [
+        [[m.tolist() for m in step] for step in epoch] for epoch in again
+    ]
+    for epoch in plan:
+        rows = [np.concatenate(step) for step in epoch]
+        assert sorted(np.concatenate(rows).tolist()) == list(range(10))
+        assert sorted(len(r) for r in rows) == [3, 3, 4]
+        assert all((np.diff(lengths[r]) >= 0).all() for r in rows)
+        assert all(len(micro) <= 2 for step in epoch for micro in step)
+    assert [np.concatenate(s).tolist() for s in plan[0]] != [np.concatenate(s).tolist() for s in plan[1]]
+    single = step_plan(lengths, num_steps=1, num_epochs=1, micro_batch_size=4, rng=np.random.default_rng(0))
+    assert np.concatenate(single[0][0]).tolist() == np.argsort(lengths, kind="stable").tolist()
+    sparse = step_plan(lengths[:2], num_steps=3, num_epochs=1, micro_batch_size=4, rng=np.random.default_rng(0))
+    assert sorted(len(step) for step in sparse[0]) == [0, 1, 1]
+
+
+def test_mini_batches_take_ceil_rows_over_size_steps_per_epoch_and_go_off_policy(model_dir):
+    learner = _learner(model_dir, minibatch_size=4, micro_batch_size=3, num_epochs=2, lr=1e-3)
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    steps = [0]
+    learner.get_optimizer(DEFAULT_MODULE_ID).register_step_post_hook(lambda *args: steps.__setitem__(0, steps[0] + 1))
+    forwards = _count_calls(policy.model)
+    results = learner.update(episodes=_episodes(10))
+    assert steps[0] == _metric(results, "num_optimizer_steps") == 3 * 2
+    # Old log-probs: one no-grad pass over the 10 rows (4 micro-batches of <= 3 rows in
+    # mini-batches of 3, 3 and 4 rows), then 2 epochs x (1 + 1 + 2) training forwards.
+    assert forwards[0] == 4 + 2 * 4
+    assert _metric(results, "ratio_max_deviation") > 1e-3
+    assert 0 < _metric(results, "clip_fraction") < 1
+
+
+def test_a_single_step_is_on_policy_with_one_forward_per_micro_batch(model_dir):
+    learner = _learner(model_dir, minibatch_size=256, micro_batch_size=3, lr=1e-3)
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    forwards, reference_forwards = _count_calls(policy.model), _count_calls(policy._reference)
+    results = learner.update(episodes=_episodes(10))
+    assert _metric(results, "num_optimizer_steps") == 1
+    assert forwards[0] == 4 and reference_forwards[0] == 4
+    assert _metric(results, "ratio_max_deviation") == 0.0 and _metric(results, "ratio_mean") == 1.0
+    assert _metric(results, "kl") == 0.0
+
+
+def test_the_loss_is_a_token_mean_per_mini_batch_whatever_the_micro_batch_size(model_dir):
+    episodes = _episodes(10)
+    gradients = []
+    for micro_batch_size in (1, 3, 16):
+        learner = _learner(model_dir, minibatch_size=5, micro_batch_size=micro_batch_size, grad_clip=None, lr=1e-3)
+        step_gradients = []
+        learner.get_optimizer(DEFAULT_MODULE_ID).register_step_pre_hook(
+            lambda optimizer, args, kwargs, into=step_gradients: into.append(
+                [p.grad.clone() for group in optimizer.param_groups for p in group["params"]]
+            )
+        )
+        learner.update(episodes=episodes)
+        gradients.append(step_gradients)
+    assert len(gradients[0]) == 2
+    for other in gradients[1:]:
+        for step, step_gradients in enumerate(other):
+            for got, expected in zip(step_gradients, gradients[0][step]):
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+    # On-policy (one step, ratio 1) the policy loss is minus the token mean of the advantages.
+    learner = _learner(model_dir, micro_batch_size=3)
+    results = learner.update(episodes=episodes)
+    turns = [episode.turns[0] for episode in episodes]
+    token_mean = sum(t.advantage * len(t.response_ids) for t in turns) / sum(len(t.response_ids) for t in turns)
+    assert _metric(results, "policy_loss") == pytest.approx(-token_mean, rel=1e-6)
+    assert _metric(results, "num_response_tokens") == sum(len(t.response_ids) for t in turns)
+
+
+def test_a_learner_with_fewer_rows_than_steps_takes_every_step_with_zero_weight_fillers(model_dir, monkeypatch):
+    """Emulate a DDP peer holding 20 more rows (and 100 more tokens per step) than this learner."""
+    learner = _learner(model_dir, minibatch_size=4, micro_batch_size=2, lr=1e-3)
+    reduced = []
+
+    def all_reduce(tensor, *args, **kwargs):
+        tensor += 20 if tensor.numel() == 1 else 100
+        reduced.append(tensor.clone())
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    before = _trainable(learner)
+    results = learner.update(episodes=_episodes(3))
+    steps = 6  # ceil((3 + 20) / 4): the peer's count decides, 3 of them empty here
+    assert reduced[0].item() == 23 and reduced[1].shape == (1, steps)
+    assert _metric(results, "num_optimizer_steps") == steps
+    assert _metric(results, "num_micro_batches") == steps  # one backward pass per step, fillers included
+    assert any(not torch.equal(before[name], value) for name, value in _trainable(learner).items())
+
+
+@pytest.mark.parametrize("minibatch_size", [0, 2.5])
+def test_config_rejects_a_bad_minibatch_size(model_dir, minibatch_size):
+    config = ProxMOConfig().rl_module(model_config={"model_name_or_path": model_dir})
+    assert config.minibatch_size == 256
+    with pytest.raises(ValueError, match="minibatch_size"):
+        config.training(minibatch_size=minibatch_size).validate()

@@ -1,29 +1,59 @@
 """Token-level clipped PPO for LLM policies, with KL to a frozen reference.
 
-One :meth:`ProxMOTorchLearner._update` call processes one iteration's shard:
+One :meth:`ProxMOTorchLearner._update` call trains on this learner's shard of one
+iteration: B rows (one row = one turn, columns of shape (B, L), see
+:mod:`rllib_proxmo.algorithm.token_batch`).
 
-1. Old log-probs (and reference log-probs) are recomputed by this learner, without
-   gradients, on exactly the micro-batches used for the update, so the first epoch's
-   importance ratios are exactly 1.
-2. For each of ``num_epochs`` epochs: gradients are accumulated over micro-batches of
-   ``micro_batch_size`` rows (one row = one turn), clipped to ``grad_clip`` (global
-   norm), and one optimizer step is taken.
+Optimizer steps (as the release's ``ppo_mini_batch_size``): each of ``num_epochs``
+epochs shuffles the rows (seeded by ``config.seed``, the learner's weights sequence
+number and the epoch) and cuts them into S near-equal mini-batches, with
+S = ceil(rows on all learners / ``minibatch_size``) taken from an all-reduced row
+count, so that every learner takes the same S x ``num_epochs`` optimizer steps.
+Inside a mini-batch the rows are sorted by length and gradients accumulate over
+micro-batches of ``micro_batch_size`` rows; then the global gradient norm is clipped
+to ``grad_clip`` and AdamW steps (on fp32 master weights, see
+:mod:`rllib_proxmo.algorithm.torch.llm_rl_module`).
 
-Loss per response token (token-mean over all response tokens of all learners)::
+Old log-probs: with a single optimizer step in total the update is on-policy and
+``old_logp = logp.detach()`` (ratio 1, as verl). With more steps an extra no-grad
+forward pass computes them before the first step, on exactly the micro-batches of
+the first epoch. Reference log-probs come from the same pre-pass (skipped when
+``kl_coeff`` is 0).
+
+Loss per response token, averaged over the response tokens of the mini-batch on all
+learners (token mean per mini-batch)::
 
     -min(r A, clip(r, 1-eps, 1+eps) A) + kl_coeff * k3(ref || pi) - entropy_coeff * H
 
 with ``r = exp(logp - old_logp)`` and the low-variance estimator
-``k3 = exp(ref - logp) - (ref - logp) - 1``.
+``k3 = exp(ref - logp) - (ref - logp) - 1`` (log-ratio clamped to +-20, k3 to +-10, as
+verl). Each learner's loss is its tokens' sum divided by the mini-batch's token count
+N_s over all learners (one all-reduce for all steps) and multiplied by the world
+size, because DDP averages gradients over learners.
 
-With ``num_learners > 1`` each epoch triggers exactly one synchronised backward pass
-per learner (earlier micro-batches run under DDP's ``no_sync``), so learners with
-different numbers of micro-batches cannot deadlock.
+DDP: inside a step every micro-batch but the last runs under ``no_sync``, so each
+learner runs exactly one synchronised backward pass per optimizer step. A learner
+holding fewer rows than S gets an empty mini-batch for some steps; it then runs one
+of its rows with loss weight 0, which still joins that step's gradient all-reduce.
+Every tensor handed to a collective lives on the learner's device (NCCL rejects CPU
+tensors).
+
+Metrics (per module; a learner group's mean over learners gives batch-wide values):
+``policy_loss``, ``kl``, ``entropy``, ``ratio_mean``, ``clip_fraction`` (token means,
+averaged over optimizer steps), ``ratio_max_deviation`` (max |r - 1| over the steps
+after the first, i.e. once the weights have moved; 0 with a single step),
+``grad_norm`` (before clipping, mean over steps), ``num_optimizer_steps``,
+``num_response_tokens`` (over all learners), ``num_micro_batches`` (this learner's
+backward passes), and, when the batch carries the sampler's log-probs,
+``sampler_logp_gap_max`` / ``sampler_logp_gap_mean``: max / mean over response tokens
+of |learner logp - sampler logp| at the first forward pass of each row, before any
+optimizer step (``_mean`` is this learner's token mean).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import numpy as np
@@ -52,10 +82,30 @@ KL = "kl"
 ENTROPY = "entropy"
 CLIP_FRACTION = "clip_fraction"
 RATIO_MEAN = "ratio_mean"
-FIRST_EPOCH_MAX_RATIO_DEVIATION = "first_epoch_max_abs_ratio_minus_one"
+RATIO_MAX_DEVIATION = "ratio_max_deviation"
 GRAD_NORM = "grad_norm"
 NUM_RESPONSE_TOKENS = "num_response_tokens"
 NUM_MICRO_BATCHES = "num_micro_batches"
+NUM_OPTIMIZER_STEPS = "num_optimizer_steps"
+
+#: verl's clamps of the low-variance KL: log-ratio to +-20, k3 to +-10.
+KL_LOG_RATIO_CLAMP = 20.0
+KL_CLAMP = 10.0
+
+_TOKEN_STATS = (POLICY_LOSS, KL, ENTROPY, RATIO_MEAN, CLIP_FRACTION)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Low-variance KL(pi || ref) estimate per token, ``exp(d) - d - 1`` with ``d = ref - logp``.
+
+    Args:
+        logp, ref_logp: (B, K) log-probs of the sampled tokens under the policy and the reference.
+
+    Returns:
+        (B, K) estimates, d clamped to +-20 and the result to +-10 (verl's ``low_var_kl``).
+    """
+    log_ratio = torch.clamp(ref_logp - logp, -KL_LOG_RATIO_CLAMP, KL_LOG_RATIO_CLAMP)
+    return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, -KL_CLAMP, KL_CLAMP)
 
 
 def trim_left_padding(columns: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -71,109 +121,184 @@ def trim_left_padding(columns: dict[str, torch.Tensor]) -> dict[str, Any]:
     return trimmed
 
 
+def step_plan(
+    lengths: np.ndarray, num_steps: int, num_epochs: int, micro_batch_size: int, rng: np.random.Generator
+) -> list[list[list[np.ndarray]]]:
+    """Row indices of every micro-batch: ``plan[epoch][step] = [rows of micro-batch, ...]``.
+
+    Rows are shuffled per epoch (unless there is one step in all) and split into
+    ``num_steps`` near-equal mini-batches; a mini-batch's rows are sorted by length
+    (ties in row order) before being cut into micro-batches. A mini-batch without
+    rows (fewer rows than steps) is an empty list.
+    """
+    rows = len(lengths)
+    plan = []
+    for _ in range(num_epochs):
+        order = rng.permutation(rows) if num_steps * num_epochs > 1 else np.arange(rows)
+        epoch = []
+        for part in np.array_split(order, num_steps):
+            part = part[np.lexsort((part, lengths[part]))]
+            epoch.append([part[i : i + micro_batch_size] for i in range(0, len(part), micro_batch_size)])
+        plan.append(epoch)
+    return plan
+
+
 class ProxMOTorchLearner(TorchLearner):
-    """PPO-clip on response tokens with gradient accumulation and reference KL."""
+    """PPO-clip on response tokens: mini-batch optimizer steps, gradient accumulation, reference KL."""
 
     def build(self) -> None:
         super().build()
         self._stats: dict[str, float] = {}
-        self._max_ratio_deviation = 0.0
+        # True once this update has taken an optimizer step (ratios may then differ from 1).
+        self._weights_moved = False
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
         module = self._module[module_id]
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the policy has no trainable parameters")
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        # The learning rate (fixed or scheduled) is set by register_optimizer.
+        optimizer = torch.optim.AdamW(params, weight_decay=0.0)
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
 
-    def _micro_batches(self, columns: dict[str, np.ndarray], size: int) -> list[dict[str, torch.Tensor]]:
-        tensors = {
-            key: torch.as_tensor(np.asarray(columns[key]), device=self._device)
-            for key in (INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK, ADVANTAGES)
-        }
-        rows = tensors[INPUT_IDS].shape[0]
-        return [
-            trim_left_padding({key: value[start : start + size] for key, value in tensors.items()})
-            for start in range(0, rows, size)
-        ]
-
-    def _global_token_count(self, micro_batches: list[dict[str, torch.Tensor]]) -> float:
-        count = torch.tensor(float(sum(mb[RESPONSE_MASK].sum() for mb in micro_batches)), dtype=torch.float64)
+    # ------------------------------------------------------------- collectives
+    def _all_reduce(self, values: list[float] | np.ndarray) -> torch.Tensor:
+        """Sum of ``values`` over all learners, as a float64 tensor on this learner's device."""
+        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self._device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(count)
-        if count.item() == 0:
-            raise ValueError("the train batch holds no response tokens")
-        return float(count.item())
+            dist.all_reduce(tensor)
+        return tensor
 
+    @staticmethod
+    def _world_size() -> int:
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    # ------------------------------------------------------------ micro-batches
+    def _columns(self, columns: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The batch's (B, L) columns as tensors on this learner's device."""
+        keys = [INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK, ADVANTAGES]
+        return {key: torch.as_tensor(columns[key], device=self._device) for key in keys}
+
+    @staticmethod
+    def _micro_batch(tensors: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, Any]:
+        index = torch.as_tensor(rows, device=tensors[INPUT_IDS].device)
+        return trim_left_padding({key: value.index_select(0, index) for key, value in tensors.items()})
+
+    @staticmethod
+    def _scatter(target: torch.Tensor, rows: np.ndarray, values: torch.Tensor) -> None:
+        """Write (b, K) per-token values of micro-batch ``rows`` into the last K columns of ``target``."""
+        target[torch.as_tensor(rows, device=target.device), -values.shape[1] :] = values.to(target.dtype)
+
+    def _pre_pass(
+        self, policy: Any, tensors: dict[str, torch.Tensor], plan: list[list[np.ndarray]], config: Any, on_policy: bool
+    ) -> None:
+        """No-grad forwards over the first epoch's micro-batches: reference and (off-policy) old log-probs."""
+        shape = tensors[INPUT_IDS].shape
+        if config.kl_coeff > 0:
+            tensors[REF_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
+        if not on_policy:
+            tensors[OLD_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
+        with torch.no_grad():
+            for rows in (rows for step in plan for rows in step):
+                mb = self._micro_batch(tensors, rows)
+                if config.kl_coeff > 0:
+                    self._scatter(tensors[REF_LOGP], rows, policy.reference_logp(mb))
+                if not on_policy:
+                    self._scatter(tensors[OLD_LOGP], rows, policy._forward(mb)[TOKEN_LOGP])
+
+    # -------------------------------------------------------------------- loss
     def compute_loss_for_module(
         self, *, module_id: ModuleID, config: Any, batch: dict[str, Any], fwd_out: dict[str, TensorType]
     ) -> TensorType:
+        """This learner's share of a mini-batch's token-mean loss, for one micro-batch.
+
+        ``batch[LOSS_SCALE]`` is world_size / N_s; ``OLD_LOGP`` and ``REF_LOGP`` are
+        optional (B, L') columns (absent: on-policy, resp. no KL term).
+        """
         scored = batch[SCORED_TOKENS]
         mask = batch[RESPONSE_MASK][:, -scored:]
         advantages = batch[ADVANTAGES][:, -scored:]
         logp = fwd_out[TOKEN_LOGP]
-        ratio = torch.exp(logp - batch[OLD_LOGP])
+        old_logp = batch[OLD_LOGP][:, -scored:] if OLD_LOGP in batch else logp.detach()
+        ratio = torch.exp(logp - old_logp)
         clipped = torch.clamp(ratio, 1.0 - config.clip_param, 1.0 + config.clip_param)
         policy_loss = -torch.minimum(ratio * advantages, clipped * advantages)
-        log_ratio_ref = batch[REF_LOGP] - logp
-        kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1.0
+        kl = k3_kl(logp, batch[REF_LOGP][:, -scored:]) if REF_LOGP in batch else torch.zeros_like(logp)
         entropy = fwd_out[TOKEN_ENTROPY]
         per_token = policy_loss + config.kl_coeff * kl - config.entropy_coeff * entropy
         scale = batch[LOSS_SCALE]
-        with torch.no_grad():
-            self._stats[POLICY_LOSS] += float((policy_loss * mask).sum()) * scale
-            self._stats[KL] += float((kl * mask).sum()) * scale
-            self._stats[ENTROPY] += float((entropy * mask).sum()) * scale
-            self._stats[RATIO_MEAN] += float((ratio * mask).sum()) * scale
-            self._stats[CLIP_FRACTION] += float((((ratio - 1.0).abs() > config.clip_param) * mask).sum()) * scale
-            deviation = float(((ratio - 1.0).abs() * mask).max())
-            self._max_ratio_deviation = max(self._max_ratio_deviation, deviation)
+        if scale > 0:
+            with torch.no_grad():
+                for key, value in zip(
+                    _TOKEN_STATS, (policy_loss, kl, entropy, ratio, ((ratio - 1.0).abs() > config.clip_param).float())
+                ):
+                    self._stats[key] += float((value * mask).sum()) * scale
+                if self._weights_moved:
+                    deviation = float(((ratio - 1.0).abs() * mask).max())
+                    self._stats[RATIO_MAX_DEVIATION] = max(self._stats[RATIO_MAX_DEVIATION], deviation)
         return (per_token * mask).sum() * scale
 
+    # ------------------------------------------------------------------ update
     def _update(self, batch: dict[str, Any], **kwargs: Any) -> tuple[Any, Any, Any]:
         module_id = DEFAULT_MODULE_ID
         config = self.config.get_config_for_module(module_id)
         module = self.module[module_id]
         policy = module.unwrapped()
-        micro_batches = self._micro_batches(batch[module_id], config.micro_batch_size)
-        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        # Token mean over all learners: DDP averages gradients over ranks, hence * world_size.
-        scale = world_size / self._global_token_count(micro_batches)
-        with torch.no_grad():
-            for mb in micro_batches:
-                mb[OLD_LOGP] = policy._forward(mb)[TOKEN_LOGP]
-                mb[REF_LOGP] = policy.reference_logp(mb)
-                mb[LOSS_SCALE] = scale
+        tensors = self._columns(batch[module_id])
+        lengths = tensors[ATTENTION_MASK].sum(dim=1).cpu().numpy()
+        world_size = self._world_size()
+        epochs = int(config.num_epochs)
+        total_rows = int(self._all_reduce([len(lengths)]).item())
+        steps_per_epoch = math.ceil(total_rows / int(config.minibatch_size))
+        on_policy = steps_per_epoch * epochs == 1
+        rng = np.random.default_rng([config.seed or 0, self._weights_seq_no])
+        plan = step_plan(lengths, steps_per_epoch, epochs, int(config.micro_batch_size), rng)
+        row_tokens = tensors[RESPONSE_MASK].sum(dim=1).cpu().numpy()
+        local_tokens = [[sum(row_tokens[rows].sum() for rows in step) for step in epoch] for epoch in plan]
+        tokens = self._all_reduce(local_tokens).cpu().numpy()
+        if (tokens <= 0).any():
+            raise ValueError("a mini-batch holds no response tokens on any learner")
+        self._pre_pass(policy, tensors, plan[0], config, on_policy)
+
         optimizer = self.get_optimizer(module_id)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        epochs = int(config.num_epochs)
-        for epoch in range(epochs):
-            self._stats = dict.fromkeys((POLICY_LOSS, KL, ENTROPY, RATIO_MEAN, CLIP_FRACTION), 0.0)
-            self._max_ratio_deviation = 0.0
-            optimizer.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=self._device)
-            for index, mb in enumerate(micro_batches):
-                last = index == len(micro_batches) - 1
-                no_sync = isinstance(module, TorchDDPRLModule) and not last
-                with module.no_sync() if no_sync else contextlib.nullcontext():
-                    fwd_out = module.forward_train(mb)
-                    loss = self.compute_loss_for_module(module_id=module_id, config=config, batch=mb, fwd_out=fwd_out)
-                    loss.backward()
-                total += loss.detach()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
-            if not torch.isfinite(grad_norm):
-                raise FloatingPointError(f"non-finite gradient norm {float(grad_norm)} in epoch {epoch}")
-            optimizer.step()
-            if epoch == 0:
-                self.metrics.log_value(
-                    (module_id, FIRST_EPOCH_MAX_RATIO_DEVIATION), self._max_ratio_deviation, window=1
-                )
-        # Each learner's share is scaled by world_size; the learner group's mean over
-        # learners therefore gives the token mean over the whole batch.
-        for key, value in self._stats.items():
-            self.metrics.log_value((module_id, key), value, window=1)
-        self.metrics.log_value((module_id, GRAD_NORM), float(grad_norm), window=1)
-        self.metrics.log_value((module_id, NUM_RESPONSE_TOKENS), world_size / scale, window=1)
-        self.metrics.log_value((module_id, NUM_MICRO_BATCHES), len(micro_batches), window=1)
-        return {}, {module_id: total}, {}
+        self._stats = dict.fromkeys((*_TOKEN_STATS, RATIO_MAX_DEVIATION), 0.0)
+        self._weights_moved = False
+        grad_norms, losses, num_backward = [], [], 0
+        for epoch, epoch_plan in enumerate(plan):
+            for step, micro_rows in enumerate(epoch_plan):
+                scale = world_size / float(tokens[epoch, step])
+                # An empty mini-batch still joins the step's gradient all-reduce, with weight 0.
+                weighted = [(rows, scale) for rows in micro_rows] or [(np.zeros(1, dtype=np.int64), 0.0)]
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum = torch.zeros((), device=self._device)
+                for index, (rows, weight) in enumerate(weighted):
+                    no_sync = isinstance(module, TorchDDPRLModule) and index < len(weighted) - 1
+                    mb = self._micro_batch(tensors, rows)
+                    mb[LOSS_SCALE] = weight
+                    with module.no_sync() if no_sync else contextlib.nullcontext():
+                        fwd_out = module.forward_train(mb)
+                        loss = self.compute_loss_for_module(
+                            module_id=module_id, config=config, batch=mb, fwd_out=fwd_out
+                        )
+                        loss.backward()
+                    loss_sum += loss.detach()
+                    num_backward += 1
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
+                if not torch.isfinite(grad_norm):
+                    raise FloatingPointError(
+                        f"non-finite gradient norm {float(grad_norm)} in epoch {epoch}, step {step}"
+                    )
+                optimizer.step()
+                self._weights_moved = True
+                grad_norms.append(float(grad_norm))
+                losses.append(loss_sum)
+        num_steps = len(grad_norms)
+        for key in _TOKEN_STATS:
+            self.metrics.log_value((module_id, key), self._stats[key] / num_steps, window=1)
+        self.metrics.log_value((module_id, RATIO_MAX_DEVIATION), self._stats[RATIO_MAX_DEVIATION], window=1)
+        self.metrics.log_value((module_id, GRAD_NORM), float(np.mean(grad_norms)), window=1)
+        self.metrics.log_value((module_id, NUM_OPTIMIZER_STEPS), num_steps, window=1)
+        self.metrics.log_value((module_id, NUM_RESPONSE_TOKENS), float(tokens[0].sum()), window=1)
+        self.metrics.log_value((module_id, NUM_MICRO_BATCHES), num_backward, window=1)
+        return {}, {module_id: torch.stack(losses).mean()}, {}
