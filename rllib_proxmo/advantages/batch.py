@@ -8,23 +8,101 @@ return-to-go). Nothing here depends on Ray or torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StepBatch", "returns_to_go"]
+__all__ = [
+    "StepBatch",
+    "as_binary_column",
+    "as_finite_column",
+    "as_int_column",
+    "as_text_column",
+    "first_seen_codes",
+    "lookup_codes",
+    "returns_to_go",
+    "sorted_codes",
+]
+
+# Column checks shared by StepBatch, the Parquet rollout files and the PSA regressor. ``name`` is how
+# the message names the column; ``n`` (group_id's length in a StepBatch), when given, the rows it must have.
 
 
-def _as_int_vector(name: str, values, n: int | None) -> np.ndarray:
+def _as_vector(name: str, values, n: int | None) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
     if n is not None and len(array) != n:
         raise ValueError(f"length mismatch: {name} has {len(array)} rows, group_id has {n}")
+    return array
+
+
+def as_int_column(name: str, values, n: int | None = None) -> np.ndarray:
+    """(n,) int64 of a column of integers (or bools)."""
+    array = _as_vector(name, values, n)
     if len(array) and not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
+
+
+def as_finite_column(name: str, values, n: int | None = None) -> np.ndarray:
+    """(n,) float64 of a column of finite numbers (or bools)."""
+    array = _as_vector(name, values, n)
+    if len(array) and not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+        raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s)")
+    return array
+
+
+def as_binary_column(name: str, values, n: int | None = None) -> np.ndarray:
+    """(n,) bool of a column of bools or 0/1 numbers."""
+    array = _as_vector(name, values, n)
+    if array.dtype != bool:
+        if len(array) and (not np.issubdtype(array.dtype, np.number) or not np.all(np.isin(array, (0, 1)))):
+            raise ValueError(f"{name} must be binary (bool, or 0/1 values)")
+        array = array.astype(bool)
+    return array
+
+
+def as_text_column(name: str, values: Sequence[str], n: int | None = None) -> tuple[str, ...]:
+    """The n strings of a column of texts."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} must be a sequence of strings, not a single string")
+    texts = tuple(values)
+    if n is not None and len(texts) != n:
+        raise ValueError(f"length mismatch: {name} has {len(texts)} rows, group_id has {n}")
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise ValueError(f"{name} must hold strings; row {bad} is {type(texts[bad]).__name__}")
+    return texts
+
+
+# Dense codes: the distinct keys of a column numbered 0..K-1. ``sorted_codes`` numbers an integer
+# array vectorised, in sorted order; ``first_seen_codes`` numbers any hashable keys (texts, tuples of
+# ids) in order of first appearance and keeps the numbering for ``lookup_codes`` of new keys.
+
+
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(unique_values, codes)``: (K,) the sorted distinct values and (n,) int64 codes,
+    ``unique_values[codes] == values``."""
+    unique, codes = np.unique(values, return_inverse=True)
+    return unique, codes.reshape(-1).astype(np.int64, copy=False)
+
+
+def first_seen_codes(keys: Iterable[Hashable]) -> tuple[dict, np.ndarray]:
+    """``(codes, index)``: ``codes`` maps the K distinct keys to 0..K-1 in order of first appearance
+    (``list(codes)`` lists them in that order), ``index`` (n,) int64 is the code of each key."""
+    codes: dict = {}
+    index = np.fromiter((codes.setdefault(key, len(codes)) for key in keys), dtype=np.int64)
+    return codes, index
+
+
+def lookup_codes(codes: Mapping, keys: Iterable[Hashable]) -> np.ndarray:
+    """(n,) int64 code of each key in ``codes`` (from :func:`first_seen_codes`), -1 for a key not in it."""
+    return np.fromiter((codes.get(key, -1) for key in keys), dtype=np.int64)
 
 
 def _as_penalty(penalty, n: int) -> np.ndarray:
@@ -43,12 +121,6 @@ def _as_penalty(penalty, n: int) -> np.ndarray:
     return array
 
 
-def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(unique_values, codes)`` with ``unique_values[codes] == values``."""
-    unique, codes = np.unique(values, return_inverse=True)
-    return unique, codes.reshape(-1).astype(np.int64, copy=False)
-
-
 def returns_to_go(episode_id, t, reward, gamma: float) -> np.ndarray:
     """Discounted return-to-go ``R_t = sum_{k>=t} gamma**(k-t) * r_k`` of every step.
 
@@ -62,13 +134,13 @@ def returns_to_go(episode_id, t, reward, gamma: float) -> np.ndarray:
     Returns:
         (n,) float64, in the rows' order.
     """
-    episode_id = _as_int_vector("episode_id", episode_id, None)
+    episode_id = as_int_column("episode_id", episode_id)
     n = len(episode_id)
-    t = _as_int_vector("t", t, n)
+    t = as_int_column("t", t, n)
     reward = np.asarray(reward, dtype=np.float64)
     if reward.shape != (n,):
         raise ValueError(f"length mismatch: reward has shape {reward.shape}, episode_id has {n} rows")
-    _, episode_index = _dense_codes(episode_id)
+    _, episode_index = sorted_codes(episode_id)
     lengths = np.bincount(episode_index) if n else np.zeros(0, dtype=np.int64)
     _check_contiguous_steps(episode_id, episode_index, t, lengths)
     return _returns_to_go(episode_index, t, reward, lengths, gamma)
@@ -170,41 +242,18 @@ class StepBatch:
                 with varying success, step indices that are not 0..T-1, or
                 states that are not strings.
         """
-        group_id = _as_int_vector("group_id", group_id, None)
+        group_id = as_int_column("group_id", group_id)
         n = len(group_id)
-        episode_id = _as_int_vector("episode_id", episode_id, n)
-        t = _as_int_vector("t", t, n)
-
-        reward = np.asarray(reward)
-        if reward.shape != (n,):
-            raise ValueError(f"length mismatch: reward has shape {reward.shape}, group_id has {n} rows")
-        if n and not np.issubdtype(reward.dtype, np.number) and reward.dtype != bool:
-            raise ValueError(f"reward must be numeric, got dtype {reward.dtype}")
-        reward = reward.astype(np.float64)
-        if not np.all(np.isfinite(reward)):
-            raise ValueError(f"reward holds {int(np.sum(~np.isfinite(reward)))} NaN or infinite value(s)")
+        episode_id = as_int_column("episode_id", episode_id, n)
+        t = as_int_column("t", t, n)
+        reward = as_finite_column("reward", reward, n)
         penalty = _as_penalty(penalty, n)
+        state = as_text_column("state", state, n)
+        success = as_binary_column("success", success, n)
 
-        if isinstance(state, (str, bytes)):
-            raise ValueError("state must be a sequence of n strings, not a single string")
-        state = tuple(state)
-        if len(state) != n:
-            raise ValueError(f"length mismatch: state has {len(state)} rows, group_id has {n}")
-        not_str = [i for i, s in enumerate(state) if not isinstance(s, str)]
-        if not_str:
-            raise ValueError(f"state must hold strings; row {not_str[0]} is {type(state[not_str[0]]).__name__}")
-
-        success = np.asarray(success)
-        if success.shape != (n,):
-            raise ValueError(f"length mismatch: success has shape {success.shape}, group_id has {n} rows")
-        if success.dtype != bool:
-            if n and (not np.issubdtype(success.dtype, np.number) or not np.all(np.isin(success, (0, 1)))):
-                raise ValueError("success must be binary (bool, or 0/1 values)")
-            success = success.astype(bool)
-
-        _, episode_index = _dense_codes(episode_id)
+        _, episode_index = sorted_codes(episode_id)
         num_episodes = int(episode_index.max()) + 1 if n else 0
-        _, group_index = _dense_codes(group_id)
+        _, group_index = sorted_codes(group_id)
 
         episode_group = np.full(num_episodes, -1, dtype=np.int64)
         episode_group[episode_index] = group_index

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
+from rllib_proxmo.advantages.batch import first_seen_codes, sorted_codes
 from rllib_proxmo.advantages.episode_term import EPS, ZERO_STD, group_mean_std
 
 __all__ = [
@@ -53,13 +54,6 @@ __all__ = [
 PSA_SCOPES = ("same_step", "group")
 _PAIRWISE_MAX_PAIRS = 256  # blocks with at most this many (query, candidate) pairs take the pair path
 _PAIR_CHUNK = 200_000  # distinct pairs per sparse product on the pair path (bounds memory)
-
-
-def _unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """``(unique_texts, index)`` with ``unique_texts[index[i]] == texts[i]``."""
-    position: dict[str, int] = {}
-    index = np.fromiter((position.setdefault(s, len(position)) for s in texts), dtype=np.int64, count=len(texts))
-    return list(position), index
 
 
 # ---------------------------------------------------------------------------------------------- TF-IDF
@@ -89,7 +83,8 @@ class TfidfModel:
             order of first appearance) and (n,) the row of each text; a text
             with no known term has an all-zero row.
         """
-        unique, index = _unique_texts(texts)
+        codes, index = first_seen_codes(texts)
+        unique = list(codes)
         if not self.terms:
             return sp.csr_matrix((len(unique), 0)), index
         counter = CountVectorizer(ngram_range=self.ngram_range, vocabulary=self.terms)
@@ -133,8 +128,8 @@ def fit_tfidf(
             ``max_df`` that prune every term.
     """
     ngram_range = _check_tfidf_options(ngram_range, sublinear_tf, min_df, max_df, max_features)
-    unique, index = _unique_texts(texts)
-    n = len(index)
+    codes, index = first_seen_codes(texts)
+    unique, n = list(codes), len(index)
     counter = CountVectorizer(ngram_range=ngram_range)
     try:
         counts = counter.fit_transform(unique).tocsr().astype(np.float64)
@@ -228,19 +223,19 @@ def block_cosine(features: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -
         return _pair_cosine(features, pairs_left, pairs_right).reshape(num_blocks, q, r)
     similarity = np.empty((num_blocks, q, r))
     for block in range(num_blocks):
-        left_rows, left_local = np.unique(left[block], return_inverse=True)
-        right_rows, right_local = np.unique(right[block], return_inverse=True)
+        left_rows, left_local = sorted_codes(left[block])
+        right_rows, right_local = sorted_codes(right[block])
         products = (features[left_rows] @ features[right_rows].T).toarray()
         _, in_left, in_right = np.intersect1d(left_rows, right_rows, assume_unique=True, return_indices=True)
         products[in_left, in_right] = products[in_left, in_right] > 0  # identical rows: exactly 1 (or 0 if empty)
-        similarity[block] = products[np.ix_(left_local.ravel(), right_local.ravel())]
+        similarity[block] = products[np.ix_(left_local, right_local)]
     return similarity
 
 
 def _pair_cosine(features: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """(p,) cosine of rows ``left[k]`` and ``right[k]``, each distinct pair computed once."""
     pair_key = left * features.shape[0] + right
-    unique_keys, pair_index = np.unique(pair_key, return_inverse=True)
+    unique_keys, pair_index = sorted_codes(pair_key)
     a, b = np.divmod(unique_keys, features.shape[0])
     dots = np.empty(len(unique_keys))
     for start in range(0, len(unique_keys), _PAIR_CHUNK):
@@ -248,7 +243,7 @@ def _pair_cosine(features: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -
         dots[chunk] = np.asarray(features[a[chunk]].multiply(features[b[chunk]]).sum(axis=1)).ravel()
     same = a == b
     dots[same] = dots[same] > 0  # identical rows: exactly 1 (or 0 if empty)
-    return dots[pair_index.ravel()]
+    return dots[pair_index]
 
 
 def similarity_softmax(similarity: np.ndarray, tau: float) -> np.ndarray:
@@ -342,8 +337,7 @@ def psa_blocks(group_index: np.ndarray, t: np.ndarray, scope: str) -> np.ndarray
     check_scope(scope)
     if scope == "group" or not len(t):
         return np.asarray(group_index, dtype=np.int64)
-    key = np.asarray(group_index, dtype=np.int64) * (int(t.max()) + 1) + t
-    return np.unique(key, return_inverse=True)[1].reshape(-1)
+    return sorted_codes(np.asarray(group_index, dtype=np.int64) * (int(t.max()) + 1) + t)[1]
 
 
 def soft_baseline(
@@ -393,9 +387,8 @@ def soft_baseline(
 
 def exact_match_groups(group_index: np.ndarray, state: Sequence[str]) -> np.ndarray:
     """(n,) dense id of GiGPO's step group: same task group and identical state text."""
-    _, text_index = _unique_texts(state)
-    key = group_index * (int(text_index.max(initial=0)) + 1) + text_index
-    return np.unique(key, return_inverse=True)[1].reshape(-1)
+    _, text_index = first_seen_codes(state)
+    return sorted_codes(group_index * (int(text_index.max(initial=0)) + 1) + text_index)[1]
 
 
 def gigpo_step_advantage(step_group: np.ndarray, returns: np.ndarray) -> np.ndarray:

@@ -64,6 +64,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.validation import check_is_fitted
 
 from rllib_proxmo.advantages import check_scope, returns_to_go
+from rllib_proxmo.advantages.batch import (
+    as_finite_column,
+    as_int_column,
+    as_text_column,
+    first_seen_codes,
+    lookup_codes,
+)
 from rllib_proxmo.advantages.step_term import Similarity, block_cosine, block_soft_baseline, fit_tfidf
 
 __all__ = [
@@ -103,7 +110,7 @@ class _Steps:
         return zip(self.iteration.tolist(), self.group_id.tolist())
 
     def episode_codes(self) -> np.ndarray:
-        return _dense_codes(zip(self.iteration.tolist(), self.episode_id.tolist()))[1]
+        return first_seen_codes(zip(self.iteration.tolist(), self.episode_id.tolist()))[1]
 
 
 def _read_steps(X) -> _Steps:
@@ -118,43 +125,20 @@ def _read_steps(X) -> _Steps:
     missing = [name for name in STEP_COLUMNS if name not in X.columns]
     if missing:
         raise ValueError(f"X lacks the step column(s) {missing}; required: {list(STEP_COLUMNS)}")
-    integers = {}
-    for name in ("iteration", "group_id", "episode_id", "t"):
-        if name not in X.columns:
-            integers[name] = np.zeros(len(X), dtype=np.int64)
-            continue
-        values = X[name].to_numpy()
-        if len(values) and not np.issubdtype(values.dtype, np.integer):
-            raise ValueError(f"column {name!r} of X must hold integers, got dtype {values.dtype}")
-        integers[name] = values.astype(np.int64, copy=False)
-    state = X["state"].tolist()
-    bad = next((i for i, text in enumerate(state) if not isinstance(text, str)), None)
-    if bad is not None:
-        raise ValueError(
-            f"column 'state' of X must hold strings; row {bad} is {state[bad]!r} ({type(state[bad]).__name__})"
-        )
-    return _Steps(state=state, **integers)
+    integers = {
+        name: as_int_column(f"column {name!r} of X", X[name].to_numpy())
+        if name in X.columns
+        else np.zeros(len(X), dtype=np.int64)
+        for name in ("iteration", "group_id", "episode_id", "t")
+    }
+    return _Steps(state=list(as_text_column("column 'state' of X", X["state"].tolist())), **integers)
 
 
 def _read_targets(y, n: int) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
+    y = np.asarray(y)
     if y.shape != (n,):
         raise ValueError(f"y must hold one return per step of X, shape ({n},), got {y.shape}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"y holds {int(np.sum(~np.isfinite(y)))} NaN or infinite value(s)")
-    return y
-
-
-def _dense_codes(keys: Iterable[Hashable]) -> tuple[dict, np.ndarray]:
-    """``(codes, index)``: a dense code per distinct key, in order of first appearance."""
-    codes: dict = {}
-    index = np.fromiter((codes.setdefault(key, len(codes)) for key in keys), dtype=np.int64)
-    return codes, index
-
-
-def _lookup(codes: dict, keys: Iterable[Hashable]) -> np.ndarray:
-    """Code of each key, -1 for keys not in ``codes``."""
-    return np.fromiter((codes.get(key, -1) for key in keys), dtype=np.int64)
+    return as_finite_column("y", y)
 
 
 def step_returns(X, gamma: float = 0.95) -> np.ndarray:
@@ -189,7 +173,7 @@ def episode_folds(X, n_splits: int = 5, seed: int = 0) -> list[tuple[np.ndarray,
         ``n_splits`` pairs ``(train_rows, test_rows)`` of row positions in ``X``.
     """
     steps = _read_steps(X)
-    _, group_code = _dense_codes(steps.group_keys())
+    _, group_code = first_seen_codes(steps.group_keys())
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros((len(steps.t), 1)), group_code, groups=steps.episode_codes()))
 
@@ -255,8 +239,8 @@ class _CandidateRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("cannot fit on zero steps")
         self._validate_hyperparameters()
         self._prepare(steps)
-        self.block_codes_, self.train_block_ = _dense_codes(self._block_keys(steps))
-        self.group_codes_, train_group = _dense_codes(steps.group_keys())
+        self.block_codes_, self.train_block_ = first_seen_codes(self._block_keys(steps))
+        self.group_codes_, train_group = first_seen_codes(steps.group_keys())
         self.group_mean_ = np.bincount(train_group, weights=y) / np.bincount(train_group)
         self.global_mean_ = float(y.mean())
         self.train_returns_ = y
@@ -280,13 +264,13 @@ class _CandidateRegressor(RegressorMixin, BaseEstimator):
         """Predictions of the steps of ``X`` with their sources and weight statistics."""
         check_is_fitted(self, "train_returns_")
         steps = _read_steps(X)
-        test_block = _lookup(self.block_codes_, self._block_keys(steps))
+        test_block = lookup_codes(self.block_codes_, self._block_keys(steps))
         soft = block_soft_baseline(
             test_block, self.train_block_, self._similarity(steps), self.train_returns_, self._temperature()
         )
         has_candidates = soft.num_candidates > 0
         source = np.where(has_candidates, FROM_CANDIDATES, FROM_GROUP_MEAN).astype(np.int8)
-        group = _lookup(self.group_codes_, steps.group_keys())
+        group = lookup_codes(self.group_codes_, steps.group_keys())
         source[~has_candidates & (group < 0)] = FROM_GLOBAL_MEAN
         prediction = soft.baseline.copy()
         prediction[source == FROM_GROUP_MEAN] = self.group_mean_[group[source == FROM_GROUP_MEAN]]

@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rllib_proxmo.advantages.batch import as_binary_column, as_finite_column, as_text_column
+
 __all__ = ["ROLLOUT_COLUMNS", "iteration_file", "load_rollouts", "save_rollouts"]
 
 ROLLOUT_COLUMNS: dict[str, pa.DataType] = {
@@ -155,20 +157,16 @@ def _to_arrow(name: str, values) -> pa.Array:
     expected = ROLLOUT_COLUMNS.get(name)
     if expected is None:
         return pa.array(values)
+    label = f"rollout column {name!r}"
     if expected == pa.string():
-        values = list(values)
-        bad = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
-        if bad is not None:
-            raise ValueError(f"rollout column {name!r} must hold strings; row {bad} is {type(values[bad]).__name__}")
-        return pa.array(values, type=expected)
+        return pa.array(as_text_column(label, values), type=expected)
+    if expected == pa.bool_():
+        return pa.array(as_binary_column(label, values))
+    if expected == pa.float64():
+        return pa.array(as_finite_column(label, values))
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"rollout column {name!r} must be one-dimensional, got shape {array.shape}")
-    if expected == pa.bool_() and array.dtype != bool and len(array):
-        if not np.issubdtype(array.dtype, np.number) or not np.all(np.isin(array, (0, 1))):
-            raise ValueError(f"rollout column {name!r} must be binary (bool, or 0/1 values)")
-    if expected == pa.float64() and len(array) and not np.all(np.isfinite(array.astype(np.float64))):
-        raise ValueError(f"rollout column {name!r} holds NaN or infinite values")
+        raise ValueError(f"{label} must be one-dimensional, got shape {array.shape}")
     try:
         return pa.array(array, type=expected)  # a safe cast: 0.5 is not silently stored as the int 0
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:

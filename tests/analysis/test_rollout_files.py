@@ -67,6 +67,7 @@ def test_missing_column_on_save_is_named(tmp_path):
         ("state", ["a", 3, "b"], "must hold strings; row 1 is int"),
         ("success", np.array([0, 2, 1]), "must be binary"),
         ("reward", np.array([0.0, np.nan, 1.0]), "NaN or infinite"),
+        ("reward", np.array(["0", "1", "0"]), "rollout column 'reward' must be numeric"),
         ("episode_id", np.array([0, None, 1], dtype=object), "missing values"),
     ],
 )
