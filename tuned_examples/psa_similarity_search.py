@@ -45,8 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import ray
-from ray import tune
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -117,6 +115,8 @@ def synthetic_rollouts(
 
 def search_space(search: str) -> dict[str, object]:
     """Ray Tune's param space: a grid over :data:`TAU_GRID` or log-uniform tau in :data:`TAU_RANGE`."""
+    from ray import tune
+
     if search == "grid":
         return {
             "tau": tune.grid_search(list(TAU_GRID)),
@@ -142,6 +142,8 @@ def regressor(config: dict) -> PSABaselineRegressor:
 
 def cv_trial(config: dict, data: SearchData) -> None:
     """Ray Tune function trainable: one cross-validated score of one configuration."""
+    from ray import tune
+
     result = evaluate_folds(regressor(config), data.steps, data.returns, data.folds)
     tune.report(
         {
@@ -166,6 +168,8 @@ def run_search(
     Raises:
         RuntimeError: a trial failed (its error is chained).
     """
+    from ray import tune
+
     tuner = tune.Tuner(
         tune.with_parameters(cv_trial, data=data),
         param_space=param_space,
@@ -347,6 +351,8 @@ def search(args: argparse.Namespace) -> tuple[SearchData, pd.DataFrame]:
 
     Starts Ray with ``--num-cpus`` unless it is already running (then it is left running).
     """
+    import ray
+
     data = load_data(args)
     started = not ray.is_initialized()
     if started:
