@@ -270,6 +270,9 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
     a malformed output), as the release records the parsed command; without
     that wrapper it is the action passed to :meth:`step`.
 
+    :meth:`render_prompt` re-renders the current prompt with fewer remembered
+    steps, for a caller that must fit the prompt into a token budget.
+
     Args:
         env: Text env following the base-env contract.
         template: ``"alfworld"``, ``"webshop"`` or a custom format string (see
@@ -299,6 +302,31 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
         self._history: deque[HistoryEntry] = deque(maxlen=history_length)
         self._steps_taken = 0
         self._observation = ""
+        self._render_inputs: dict[str, Any] = {}
+
+    @property
+    def history_turns(self) -> int:
+        """Remembered steps the current prompt shows (at most ``history_length``)."""
+        return len(self._history)
+
+    def render_prompt(self, history_turns: int) -> str:
+        """The current prompt showing only the latest ``history_turns`` remembered steps.
+
+        The oldest steps are left out first. The wrapper's history is unchanged, so
+        the next step's prompt shows the full window again.
+
+        Raises:
+            ValueError: before the first ``reset``, or for ``history_turns`` outside
+                ``[0, self.history_turns]``.
+        """
+        if not self._render_inputs:
+            raise ValueError("no prompt to render yet: call reset() first")
+        if isinstance(history_turns, bool) or not isinstance(history_turns, int):
+            raise ValueError(f"history_turns must be an int, got {history_turns!r}")
+        if not 0 <= history_turns <= len(self._history):
+            raise ValueError(f"history_turns must be in [0, {len(self._history)}], got {history_turns}")
+        history = tuple(self._history)[len(self._history) - history_turns :]
+        return self.template.render(history=history, **self._render_inputs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -324,13 +352,13 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
             raise ValueError(f"{self.env.unwrapped!r} broke the text-env contract: info['task'] must be a str")
         self._observation = obs
         info["observation"] = obs
-        return self.template.render(
-            task=task,
-            observation=obs,
-            admissible_actions=_admissible_actions(info, self.env),
-            history=tuple(self._history),
-            step_count=self._steps_taken,
-        )
+        self._render_inputs = {
+            "task": task,
+            "observation": obs,
+            "admissible_actions": _admissible_actions(info, self.env),
+            "step_count": self._steps_taken,
+        }
+        return self.render_prompt(len(self._history))
 
 
 def make_llm_env(

@@ -21,7 +21,8 @@ Metrics in each ``train()`` result:
 
 - ``env_runners``: :func:`rllib_proxmo.rollout.metrics.episode_metrics` of the iteration's
   episodes (success rate overall and per task type, score, episode length,
-  format-valid and admissible-action rates);
+  format-valid, admissible-action and response-cut rates) and
+  ``prompt_history_cut_count`` (prompts shortened to fit ``max_prompt_tokens``);
 - ``learners/default_policy``: ``policy_loss``, ``kl`` (k3 to the reference),
   ``entropy``, ``clip_fraction``, ``ratio_mean``, ``ratio_max_deviation`` (after the
   first optimizer step; 0 with one step), ``grad_norm`` (before clipping),
@@ -74,6 +75,7 @@ from rllib_proxmo.rollout.env_runner import (
     ENV_STEP_S,
     GENERATED_TOKENS,
     GENERATION_S,
+    PROMPT_HISTORY_CUTS,
     RUNNER_STATS,
     GroupedEnvRunner,
     SamplerSettings,
@@ -395,7 +397,7 @@ class ProxMO(Algorithm):
         sync_s = time.perf_counter() - t0
         iteration_s = time.perf_counter() - start
 
-        ep_metrics = episode_metrics(episodes)
+        ep_metrics = {**episode_metrics(episodes), PROMPT_HISTORY_CUTS: stats[PROMPT_HISTORY_CUTS]}
         self.metrics.log_dict(ep_metrics, key=ENV_RUNNER_RESULTS, window=1)
         self.metrics.log_value(
             (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), ep_metrics["num_turns"], reduce="lifetime_sum"
@@ -446,7 +448,13 @@ class ProxMO(Algorithm):
             "eval-",
         )
         episodes, stats = self._sample_complete_groups(runner_group, groups, False, seed)
-        return {ENV_RUNNER_RESULTS: {**episode_metrics(episodes), "num_groups_dropped": stats["num_groups_dropped"]}}
+        return {
+            ENV_RUNNER_RESULTS: {
+                **episode_metrics(episodes),
+                PROMPT_HISTORY_CUTS: stats[PROMPT_HISTORY_CUTS],
+                "num_groups_dropped": stats["num_groups_dropped"],
+            }
+        }
 
     # --------------------------------------------------------- checkpoints
     def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> dict:

@@ -8,6 +8,7 @@ and their env settings from :func:`env_configs`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,9 @@ class Scale:
         evaluation_interval: Evaluate on the held-out split every this many iterations (0: never).
         evaluation_num_tasks: Held-out tasks per evaluation (one rollout each).
         num_games: Generated ALFWorld games per split (None: ALFWorld's own data).
+        max_prompt_tokens: Prompt token limit per env id (the env runner's
+            ``max_prompt_tokens``: older history turns are dropped to fit); an env
+            not listed has none. See :meth:`prompt_limit`.
     """
 
     name: str
@@ -47,6 +51,11 @@ class Scale:
     evaluation_interval: int
     evaluation_num_tasks: int
     num_games: int | None
+    max_prompt_tokens: Mapping[str, int]
+
+    def prompt_limit(self, env: str) -> int | None:
+        """``model_config["max_prompt_tokens"]`` for ``env`` at this scale (None: unlimited)."""
+        return self.max_prompt_tokens.get(env)
 
 
 PAPER = Scale(
@@ -62,6 +71,8 @@ PAPER = Scale(
     evaluation_interval=5,
     evaluation_num_tasks=128,
     num_games=None,
+    # The release's prompt limits.
+    max_prompt_tokens={ALFWORLD: 2048, WEBSHOP: 4096},
 )
 CPU = Scale(
     name="cpu",
@@ -76,6 +87,7 @@ CPU = Scale(
     evaluation_interval=0,
     evaluation_num_tasks=12,
     num_games=12,
+    max_prompt_tokens={},
 )
 SCALES = {scale.name: scale for scale in (PAPER, CPU)}
 

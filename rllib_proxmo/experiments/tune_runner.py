@@ -153,6 +153,7 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
                 "model_name_or_path": args.model,
                 "dtype": scale.dtype,
                 "max_new_tokens": scale.max_new_tokens,
+                "max_prompt_tokens": scale.prompt_limit(experiment.env),
                 "temperature": 1.0,
                 "eval_temperature": 0.4,
             }

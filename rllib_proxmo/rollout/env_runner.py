@@ -8,7 +8,10 @@ every unfinished episode of every group, and finished episodes leave the batch.
 Env contract (LLM-facing env): ``reset(seed, options) -> (prompt: str, info)``,
 ``step(response_text) -> (prompt, reward, terminated, truncated, info)``; ``info``
 carries ``state`` (raw observation text), ``task_id``, ``task_type``, ``won``, and
-after a step ``format_valid`` / ``action_admissible``.
+after a step ``format_valid`` / ``action_admissible``. An env that can shorten its
+prompt also has ``history_turns`` (remembered steps the prompt shows) and
+``render_prompt(history_turns) -> str`` (:class:`envs.llm_wrappers.PromptWrapper`
+does); the runner uses them to fit ``max_prompt_tokens``.
 
 The sampler is the policy the learner scores: training samples from
 ``softmax(logits / temperature)`` with the module's own ``temperature`` and nothing
@@ -47,8 +50,10 @@ GENERATED_TOKENS = "generated_tokens"
 GENERATION_S = "generation_s"
 ENV_STEP_S = "env_step_s"
 ENV_RESET_S = "env_reset_s"
+#: Prompts re-rendered with fewer history turns to fit ``max_prompt_tokens``.
+PROMPT_HISTORY_CUTS = "prompt_history_cut_count"
 #: Counters an env runner accumulates between two ``get_metrics`` calls.
-RUNNER_STATS = (GENERATED_TOKENS, GENERATION_S, ENV_STEP_S, ENV_RESET_S)
+RUNNER_STATS = (GENERATED_TOKENS, GENERATION_S, ENV_STEP_S, ENV_RESET_S, PROMPT_HISTORY_CUTS)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,40 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         )
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _prompt_ids(self, item: _LiveEpisode) -> tuple[int, ...]:
+        """Token ids of the episode's prompt, within ``max_prompt_tokens``.
+
+        An over-long prompt is re-rendered with one history turn less at a time
+        (oldest first) until it fits; each shortened prompt counts once in
+        ``prompt_history_cut_count``.
+
+        Raises:
+            ValueError: when the prompt is too long even without history (or the env
+                cannot re-render it), naming the task and the lengths.
+        """
+        ids = self._encode_prompt(item.prompt)
+        limit = self.settings.max_prompt_tokens
+        if limit is None or len(ids) <= limit:
+            return ids
+        full_length = len(ids)
+        render = getattr(item.env, "render_prompt", None)
+        shown = item.env.history_turns if render is not None else 0
+        for history_turns in range(shown - 1, -1, -1):
+            ids = self._encode_prompt(render(history_turns))
+            if len(ids) <= limit:
+                self._stats[PROMPT_HISTORY_CUTS] += 1
+                return ids
+        if render is None:
+            detail = f"{full_length} tokens and the env cannot re-render it with less history"
+        elif shown == 0:
+            detail = f"{full_length} tokens and no history to drop"
+        else:
+            detail = f"{len(ids)} tokens even without history ({full_length} with its {shown} history turns)"
+        raise ValueError(
+            f"task {item.episode.task_id!r}: the prompt has {detail}, more than "
+            f"max_prompt_tokens={limit}; raise max_prompt_tokens or shorten the prompt template"
+        )
+
     def _sampling_params(self, explore: bool, seed: int) -> SamplingParams:
         """Training: the module's temperature, no truncation; evaluation: the eval settings."""
         settings = self.settings
@@ -222,7 +261,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                     item.episode.truncated = True
                     finished.append(item.episode)
                 break
-            prompts = [self._encode_prompt(item.prompt) for item in live]
+            prompts = [self._prompt_ids(item) for item in live]
             start = time.perf_counter()
             generations = self.engine.generate(prompts, self._sampling_params(explore, seed + turn_index))
             self._stats[GENERATION_S] += time.perf_counter() - start

@@ -419,6 +419,25 @@ def test_history_window(history_length: int) -> None:
     assert history_steps(prompt) == [] and prompt == ALFWORLD_STEP_1
 
 
+def test_render_prompt_drops_the_oldest_history_turns_first() -> None:
+    env = make_llm_env(TextGuessEnv(max_steps=10), history_length=3)
+    with pytest.raises(ValueError, match="reset"):
+        env.render_prompt(0)
+    assert env.reset(options={"task_id": TASK})[0] == env.render_prompt(0) and env.history_turns == 0
+    for _ in range(4):
+        prompt, *_ = env.step(respond("look"))
+    assert env.history_turns == 3 and env.render_prompt(3) == prompt
+    assert history_steps(env.render_prompt(2)) == [3, 4] and history_steps(env.render_prompt(1)) == [4]
+    shortest = env.render_prompt(0)
+    assert history_steps(shortest) == [] and "You are now at step" not in shortest
+    assert "0 of 3 buttons are set" in shortest  # the current observation stays
+    with pytest.raises(ValueError, match=r"history_turns must be in \[0, 3\], got 4"):
+        env.render_prompt(4)
+    # The history itself is untouched: the next prompt shows the full window again.
+    prompt, *_ = env.step(respond("look"))
+    assert history_steps(prompt) == [3, 4, 5]
+
+
 def test_history_records_the_parsed_command() -> None:
     env = llm_env(history_length=3)
     env.step(respond("  PRESS   RED "))

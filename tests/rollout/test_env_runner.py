@@ -7,6 +7,7 @@ repetition penalty, a top-k) that must not leak into sampling; the game is
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +19,15 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from transformers import GenerationConfig
 
 import rllib_proxmo.rollout.env_runner as env_runner_module
+from envs.llm_wrappers import make_llm_env
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 from rllib_proxmo.algorithm.token_batch import RESPONSE_MASK, SAMPLER_LOGP, pad_turns
 from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS, TOKEN_LOGP, LLMRLModule
-from rllib_proxmo.rollout.env_runner import GroupedEnvRunner, SamplerSettings
-from rllib_proxmo.rollout.episodes import GroupRequest
+from rllib_proxmo.rollout.env_runner import PROMPT_HISTORY_CUTS, GroupedEnvRunner, SamplerSettings, _LiveEpisode
+from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode
 from rllib_proxmo.rollout.metrics import episode_metrics
 from rllib_proxmo.testing import build_tiny_chat_model
-from tests.text_env import DEFAULT_BUTTONS
+from tests.text_env import DEFAULT_BUTTONS, TextGuessEnv
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_ID = "tests.text_env:TextGuess-v0"
@@ -105,6 +107,44 @@ def test_sampling_settings_refuse_nucleus_training_and_bad_values(model_dir):
     assert settings == SamplerSettings(max_new_tokens=8, eval_top_p=0.9)
 
 
+def _live_episode_with_two_history_turns() -> _LiveEpisode:
+    env = make_llm_env(TextGuessEnv(code_length=1, max_steps=5), require_think=False)
+    env.reset(options={"task_id": 2})
+    env.step("no action")
+    prompt, *_ = env.step("no action either")
+    return _LiveEpisode(env, TextEpisode("e", "g", "2", ""), prompt, "state")
+
+
+def test_an_over_long_prompt_drops_the_oldest_history_turns_until_it_fits(model_dir):
+    runner = GroupedEnvRunner(config=_config(model_dir))
+    item = _live_episode_with_two_history_turns()
+    lengths = [len(runner._encode_prompt(item.env.render_prompt(k))) for k in range(3)]  # 0, 1, 2 history turns
+    assert lengths[0] < lengths[1] < lengths[2]
+    for limit, history_turns in [(lengths[2], 2), (lengths[2] - 1, 1), (lengths[1] - 1, 0), (lengths[0], 0)]:
+        runner.settings = SamplerSettings(max_prompt_tokens=limit)
+        cuts = runner._stats[PROMPT_HISTORY_CUTS]
+        assert runner._prompt_ids(item) == runner._encode_prompt(item.env.render_prompt(history_turns))
+        assert runner._stats[PROMPT_HISTORY_CUTS] == cuts + (history_turns < 2)
+    assert runner.get_metrics()[PROMPT_HISTORY_CUTS] == 3
+
+
+def test_a_prompt_too_long_without_history_fails_naming_task_and_lengths(model_dir):
+    runner = GroupedEnvRunner(config=_config(model_dir))
+    item = _live_episode_with_two_history_turns()
+    lengths = [len(runner._encode_prompt(item.env.render_prompt(k))) for k in range(3)]
+    runner.settings = SamplerSettings(max_prompt_tokens=lengths[0] - 1)
+    expected = (
+        f"task '2': the prompt has {lengths[0]} tokens even without history ({lengths[2]} with its 2 history "
+        f"turns), more than max_prompt_tokens={lengths[0] - 1}"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        runner._prompt_ids(item)
+    # A fresh episode's first prompt has no history to drop: sampling fails the same way.
+    runner.settings = SamplerSettings(max_prompt_tokens=5)
+    with pytest.raises(ValueError, match=r"task '1': the prompt has \d+ tokens and no history to drop.*=5"):
+        runner.sample(groups=[GroupRequest("a", 0, 1, task_id=1)])
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
@@ -138,10 +178,15 @@ def _assert_runners_hold_the_learners_weights(algo) -> dict:
 def test_runners_hold_the_learners_weights_after_train_save_and_restore(
     model_dir, ray_session, tmp_path, num_env_runners
 ):
-    config = _config(model_dir, max_new_tokens=2).env_runners(num_env_runners=num_env_runners).training(lr=1e-2)
+    config = (
+        _config(model_dir, max_new_tokens=2, max_prompt_tokens=200)
+        .env_runners(num_env_runners=num_env_runners)
+        .training(lr=1e-2)
+    )
     algo = config.build_algo()
     try:
-        algo.train()
+        # The limit cuts the history of later turns' prompts (about 175 tokens at reset, 244 with 2 turns).
+        assert algo.train()["env_runners"][PROMPT_HISTORY_CUTS] > 0
         first = _assert_runners_hold_the_learners_weights(algo)
         checkpoint = algo.save(str(tmp_path / "checkpoint")).checkpoint.path
         for _ in range(3):
