@@ -1,5 +1,6 @@
-"""Command-line pieces shared by the main job and the tools: typed argument parsers and the
-credit-assignment flags, derived from :class:`~rllib_proxmo.advantages.AdvantageConfig`."""
+"""Command-line pieces shared by the main job and the tools: typed argument parsers, the
+credit-assignment flags (derived from :class:`~rllib_proxmo.advantages.AdvantageConfig`) and
+the MLflow tracking flags."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from dataclasses import fields
 from typing import Any
 
 from rllib_proxmo.advantages import AdvantageConfig
+
+#: Default of ``--checkpoint-artifact-max-mb``: larger checkpoints are tagged, not copied into MLflow.
+CHECKPOINT_ARTIFACT_MAX_MB = 100.0
 
 
 def positive_int(text: str) -> int:
@@ -60,3 +64,25 @@ def add_advantage_arguments(parser: argparse.ArgumentParser | argparse._Argument
 def advantage_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`AdvantageConfig` fields parsed by :func:`add_advantage_arguments`."""
     return {setting.name: getattr(args, setting.name) for setting in fields(AdvantageConfig)}
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, experiment_name: str) -> None:
+    """``--no-mlflow``, ``--tracking-uri``, ``--experiment-name`` and ``--checkpoint-artifact-max-mb``.
+
+    ``--tracking-uri`` stays None when not given (resolved by
+    :func:`rllib_proxmo.experiments.tracking.default_tracking_uri` when the run starts).
+    """
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)"
+    )
+    parser.add_argument(
+        "--experiment-name", default=experiment_name, help=f"MLflow experiment name (default {experiment_name})"
+    )
+    parser.add_argument(
+        "--checkpoint-artifact-max-mb",
+        type=float,
+        default=CHECKPOINT_ARTIFACT_MAX_MB,
+        help="copy a checkpoint into MLflow when at most this size, else only tag its path "
+        f"(default {CHECKPOINT_ARTIFACT_MAX_MB:g})",
+    )

@@ -14,11 +14,13 @@ job writes to ``--output`` (default ``results/<run-name>``):
 - ``evaluation.csv`` / ``evaluation.md``: success per task type (paper Table 1
   columns for ALFWorld; score and success for WebShop);
 
-and, unless ``--no-mlflow``, one MLflow run (the flattened algorithm config as
-params, every numeric result per iteration as metrics, tags estimator / env /
-model / git commit, the files above as artifacts; the checkpoint itself when at
-most ``--checkpoint-artifact-max-mb``). An unreachable tracking store gives one
-warning and training goes on.
+and, unless ``--no-mlflow``, one MLflow run recorded like every Tune trial's
+(:mod:`rllib_proxmo.experiments.tracking`: the flattened algorithm config as params,
+every numeric result at step ``training_iteration`` and the final evaluation as
+``evaluation/env_runners/...`` metrics, tags estimator / env / model / seed / scale /
+git commit, the files above as artifacts; the checkpoint itself when at most
+``--checkpoint-artifact-max-mb``, else its path as a tag). An unreachable tracking
+store gives one warning and training goes on.
 
     python -m rllib_proxmo.train                                  # the defaults above
     python -m rllib_proxmo.train --stop-iters 50 --time-budget-min 600 \\
@@ -42,15 +44,16 @@ from typing import Any
 from envs import ALFWORLD
 from rllib_proxmo.experiments.cli import (
     add_advantage_arguments,
+    add_tracking_arguments,
     advantage_settings,
     json_object,
     non_negative_int,
     positive_float,
     positive_int,
 )
-from rllib_proxmo.experiments.runtime import start_ray
+from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, PAPER, env_configs
-from rllib_proxmo.experiments.tables import evaluation_table, history_row, write_evaluation_table
+from rllib_proxmo.experiments.tables import history_row
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,18 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("RAY_ADDRESS"),
         help="Ray cluster address (default $RAY_ADDRESS; none = start a local Ray)",
     )
-    tracking = parser.add_argument_group("tracking")
-    tracking.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    tracking.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)"
-    )
-    tracking.add_argument("--experiment-name", default="rllib-proxmo", help="MLflow experiment name")
-    tracking.add_argument(
-        "--checkpoint-artifact-max-mb",
-        type=float,
-        default=100.0,
-        help="copy the checkpoint into MLflow when at most this size, else record its path",
-    )
+    add_tracking_arguments(parser.add_argument_group("tracking"), experiment_name="rllib-proxmo")
     return parser
 
 
@@ -223,19 +215,13 @@ def _start_tracker(args: argparse.Namespace, config: Any) -> Any:
     """An MLflow :class:`RunTracker` with the config as params, or None under ``--no-mlflow``."""
     if args.no_mlflow:
         return None
-    from rllib_proxmo.experiments.tracking import RunTracker, default_tracking_uri, flatten_params, git_commit
+    from rllib_proxmo.experiments.tracking import RunTracker, default_tracking_uri, flatten_params, run_tags
 
-    uri = args.tracking_uri or default_tracking_uri()
-    commit = git_commit()
-    tags = {
-        "estimator": args.estimator,
-        "env": args.env,
-        "model": args.model,
-        "git_commit": commit,
-        "mlflow.source.git.commit": commit,
-    }
-    tracker = RunTracker(uri, args.experiment_name, args.run_name, tags)
-    tracker.log_params(flatten_params(config.to_dict()))
+    settings = config.to_dict()
+    tracker = RunTracker(
+        args.tracking_uri or default_tracking_uri(), args.experiment_name, args.run_name, run_tags(settings, CPU.name)
+    )
+    tracker.log_params(flatten_params(settings))
     return tracker
 
 
@@ -248,43 +234,45 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     """
     import ray
 
-    from rllib_proxmo.experiments.plots import plot_learning_curve
-    from rllib_proxmo.experiments.tracking import flatten_metrics
+    from rllib_proxmo.experiments.tracking import flatten_metrics, write_run_files
 
     job_start = time.perf_counter()
     output = Path(args.output).resolve()
+    print(f"{args.run_name}: {args.estimator} on {args.env} with {args.model}, writing to {output}", flush=True)
     output.mkdir(parents=True, exist_ok=True)
+    quiet_framework_output()
     config = build_config(args)
     tracker = _start_tracker(args, config)
-    owns_ray = start_ray(
-        address=args.address,
-        num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
-        num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
-    )
     status = "FAILED"
     try:
-        print(f"building {args.estimator} on {args.env} with {args.model} ...", flush=True)
-        algo = config.build_algo()
-        print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
+        owns_ray = start_ray(
+            address=args.address,
+            num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
+            num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
+        )
         try:
-            history = _train_loop(args, algo, tracker)
-            split = split_configs(args)[1].get("split", "training")
-            print(f"evaluating greedily on {args.eval_tasks} tasks of the {split} split ...", flush=True)
-            evaluation = algo.evaluate()["env_runners"]
-            checkpoint = Path(algo.save(str(output / "checkpoint")).checkpoint.path)
+            print("building the algorithm ...", flush=True)
+            algo = config.build_algo()
+            print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
+            try:
+                history = _train_loop(args, algo, tracker)
+                split = split_configs(args)[1].get("split", "training")
+                print(f"evaluating greedily on {args.eval_tasks} tasks of the {split} split ...", flush=True)
+                evaluation = algo.evaluate()["env_runners"]
+                checkpoint = Path(algo.save(str(output / "checkpoint")).checkpoint.path)
+            finally:
+                algo.stop()
         finally:
-            algo.stop()
-        table = evaluation_table(args.env, evaluation)
-        csv_path, md_path = write_evaluation_table(table, args.estimator, output)
-        plot = plot_learning_curve(
-            history, output / "learning_curve.png", f"{args.estimator} on {args.env} ({args.model})", evaluation
+            if owns_ray:
+                ray.shutdown()
+        title = f"{args.estimator} on {args.env} ({args.model})"
+        plot, csv_path, md_path = write_run_files(
+            output, history, evaluation, env=args.env, estimator=args.estimator, title=title
         )
         print(f"\nevaluation ({evaluation['num_episodes']:.0f} episodes of the {split} split, %):")
         print(md_path.read_text())
         if tracker is not None:
-            tracker.log_metrics(
-                flatten_metrics(evaluation, "evaluation/"), step=len(history), timestamp_ms=int(time.time() * 1000)
-            )
+            tracker.log_metrics(flatten_metrics({"evaluation": {"env_runners": evaluation}}), step=len(history))
             for path in (plot, csv_path, md_path):
                 tracker.log_artifact(path)
             tracker.log_checkpoint(checkpoint, max_bytes=int(args.checkpoint_artifact_max_mb * 2**20))
@@ -295,8 +283,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if tracker is not None:
             tracker.finish(status)
-        if owns_ray:
-            ray.shutdown()
     tracked = tracker is not None and tracker.run_id is not None
     summary = {
         "checkpoint": checkpoint,
@@ -322,9 +308,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any) -> list[dict[str, float]]:
-    """Train until ``--stop-iters`` or the time budget; print progress, log metrics; return the history."""
-    from rllib_proxmo.experiments.tracking import flatten_metrics
-
+    """Train until ``--stop-iters`` or the time budget; print progress, log results; return the history."""
     budget_s = 60 * args.time_budget_min
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -337,13 +321,12 @@ def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any) -> list[dict[
         planned = iterations_to_plan(iteration, elapsed, budget_s, args.stop_iters)
         print(progress_line(iteration, planned, row, eta_s=(planned - iteration) * elapsed / iteration), flush=True)
         if tracker is not None:
-            metrics = flatten_metrics({k: v for k, v in result.items() if k != "config"})
-            tracker.log_metrics(metrics, step=iteration, timestamp_ms=int(time.time() * 1000))
+            tracker.log_result(result)
     return history
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # Arguments first: something in the ALFWorld stack rewrites sys.argv (DESIGN.md §5).
+    # Arguments first: something in the ALFWorld stack rewrites sys.argv (docs/design.md §5).
     args = parse_args(sys.argv[1:] if argv is None else argv)
     train(args)
 

@@ -1,20 +1,69 @@
-"""Learning-curve PNG of a training run (matplotlib, Agg canvas: no display needed)."""
+"""Every figure of the project, in one style: matplotlib ``Figure`` on an Agg canvas.
+
+No ``pyplot``: no global figure state, no display, nothing left open, so figures can
+be drawn from any thread or Ray actor. Two figures:
+
+- :func:`plot_learning_curve`: one run, three panels (the main job's and every Tune
+  trial's ``learning_curve.png``);
+- :func:`plot_success_bands`: success rate of groups of runs, mean ± one standard
+  deviation over seeds (the report's ``learning_curves_<env>.png``).
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-#: (panel title, y label, [(curve label, key in a history row)]).
+#: Width and height in inches of one panel, and the resolution of the PNG files.
+PANEL_SIZE = (4.5, 3.6)
+DPI = 120
+#: Curves with fewer points than this get a marker on every point.
+MARKER_LIMIT = 20
+
+#: (panel title, y label, [(curve label, key in a history row)]) of :func:`plot_learning_curve`.
 PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("Training rollouts", "rate", (("success rate", "success_rate"), ("format-valid rate", "format_valid_rate"))),
     ("Score", "mean episode return", (("score", "score_mean"),)),
     ("Throughput", "generated tokens / s", (("tokens/s", "generated_tokens_per_s"),)),
 )
+
+#: One learning curve: (training iteration, value) pairs in iteration order.
+Curve = Sequence[tuple[int, float]]
+
+
+def _figure(panels: int, title: str) -> tuple[Figure, list[Axes]]:
+    figure = Figure(figsize=(PANEL_SIZE[0] * panels, PANEL_SIZE[1]), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    figure.suptitle(title)
+    return figure, list(axes)
+
+
+def _finish_axes(ax: Axes, title: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("training iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _marker(points: int) -> str | None:
+    return "o" if points < MARKER_LIMIT else None
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=DPI)
+    return out
 
 
 def plot_learning_curve(
@@ -27,11 +76,12 @@ def plot_learning_curve(
 
     Args:
         history: One row per training iteration with ``iteration`` and the keys of
-            :data:`PANELS` (rates in [0, 1], score, tokens per second).
+            :data:`PANELS` (rates in [0, 1], score, tokens per second), as
+            :func:`rllib_proxmo.experiments.tables.history_row` gives.
         path: Output file; its parent directory is created.
         title: Figure title (e.g. estimator, env and model).
         evaluation: Final evaluation metrics (``success_rate``, ``score_mean``), drawn
-            as markers after the last iteration.
+            as stars after the last iteration.
 
     Raises:
         ValueError: when ``history`` is empty or a row lacks a plotted key.
@@ -44,12 +94,10 @@ def plot_learning_curve(
         if missing:
             raise ValueError(f"history row {dict(row)} lacks {sorted(missing)}")
     iterations = [row["iteration"] for row in history]
-    figure = Figure(figsize=(12, 3.6), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(PANELS))
+    figure, axes = _figure(len(PANELS), title)
     for ax, (panel, ylabel, curves) in zip(axes, PANELS):
         for label, key in curves:
-            ax.plot(iterations, [row[key] for row in history], marker="o", label=label)
+            ax.plot(iterations, [row[key] for row in history], marker=_marker(len(history)), label=label)
             if evaluation is not None and key in evaluation:
                 ax.plot(
                     [iterations[-1]],
@@ -59,15 +107,43 @@ def plot_learning_curve(
                     linestyle="none",
                     label=f"{label} (evaluation)",
                 )
-        ax.set_title(panel)
-        ax.set_xlabel("iteration")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _finish_axes(ax, panel, ylabel)
     axes[0].set_ylim(-0.05, 1.05)
-    figure.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    return out
+    return _save(figure, path)
+
+
+def curve_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Iterations (I,), mean (I,) and sample std (I,; 0 for one run) over the runs that reached each iteration."""
+    by_iteration: dict[int, list[float]] = defaultdict(list)
+    for curve in curves:
+        for iteration, value in curve:
+            by_iteration[iteration].append(value)
+    iterations = np.array(sorted(by_iteration))
+    mean = np.array([np.mean(by_iteration[i]) for i in iterations])
+    std = np.array([np.std(by_iteration[i], ddof=1) if len(by_iteration[i]) > 1 else 0.0 for i in iterations])
+    return iterations, mean, std
+
+
+def plot_success_bands(groups: Mapping[str, Sequence[Curve]], path: str | Path, title: str) -> Path:
+    """Success rate (%) against iteration: a line per group, the band ± one std over its runs.
+
+    Args:
+        groups: Group label -> the success-rate curves (rates in [0, 1]) of its runs.
+        path: Output PNG; its parent directory is created.
+        title: Figure title.
+
+    Raises:
+        ValueError: when there is no group or a group has no point.
+    """
+    if not groups:
+        raise ValueError("plot_success_bands needs at least one group of runs")
+    figure, (ax,) = _figure(1, title)
+    for label, curves in groups.items():
+        iterations, mean, std = curve_band(curves)
+        if not len(iterations):
+            raise ValueError(f"group {label!r} has no success-rate point")
+        ax.plot(iterations, 100 * mean, marker=_marker(len(iterations)), label=f"{label} (n={len(curves)})")
+        ax.fill_between(iterations, 100 * (mean - std), 100 * (mean + std), alpha=0.2)
+    ax.set_ylim(-2, 102)
+    _finish_axes(ax, "success rate", "success rate (%)")
+    return _save(figure, path)

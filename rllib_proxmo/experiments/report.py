@@ -4,9 +4,10 @@
     python -m rllib_proxmo.experiments.report <run id> <run id> --tracking-uri sqlite:////abs/mlruns/mlflow.db
     python -m rllib_proxmo.experiments.report proxmo-sensitivity-tau-alfworld --group-by tau
 
-Each positional argument is an MLflow experiment name or a run id. Runs are grouped
-by ``--group-by`` (a tag, else a parameter; default ``estimator``, as written by
-``rllib_proxmo.experiments``) and split by their ``env`` tag. For every group the
+Each positional argument is an MLflow experiment name or a run id: runs of the main
+job and Tune trials alike, both recorded by :mod:`rllib_proxmo.experiments.tracking`
+(metrics at step ``training_iteration``). Runs are grouped by ``--group-by`` (a tag,
+else a parameter; default ``estimator``) and split by their ``env`` tag. For every group the
 table gives mean ± sample standard deviation over its runs (seeds) of the final (or,
 with ``--reduce best``, the best) value of:
 
@@ -30,22 +31,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
 import numpy as np
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
-from mlflow.entities import Run  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from rllib_proxmo.experiments.tracking import default_tracking_uri  # noqa: E402
+from rllib_proxmo.experiments.plots import Curve, plot_success_bands
+from rllib_proxmo.experiments.tracking import default_tracking_uri
 
 TRAINING_PREFIX = "env_runners/"
 EVALUATION_PREFIX = "evaluation/env_runners/"
 SUCCESS = "success_rate"
 SCORE = "score_mean"
-ITERATION = "training_iteration"
 #: ALFWorld task types in Table 1's column order, with their column titles.
 ALFWORLD_TASK_TYPES = {
     "pick": "Pick",
@@ -77,7 +74,7 @@ class RunSummary:
     group: str
     prefix: str
     values: dict[str, float] = field(default_factory=dict)
-    curve: list[tuple[int, float]] = field(default_factory=list)
+    curve: Curve = field(default_factory=list)
 
 
 def resolve_runs(client: MlflowClient, targets: Sequence[str]) -> list[Run]:
@@ -129,17 +126,8 @@ def metric_prefix(run: Run, source: str) -> str:
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(training iteration, value) pairs of a metric, in iteration order.
-
-    MLflow steps are joined with the logged ``training_iteration`` (Tune's MLflow
-    logger uses the env-step count as step when a result carries one).
-    """
-    iteration_of_step = {m.step: int(m.value) for m in client.get_metric_history(run_id, ITERATION)}
-    points = []
-    for metric in client.get_metric_history(run_id, key):
-        iteration = iteration_of_step.get(metric.step, metric.step)
-        points.append((iteration, float(metric.value)))
-    return sorted(points)
+    """(training iteration, value) pairs of a metric, in iteration order (the step is the iteration)."""
+    return sorted((int(metric.step), float(metric.value)) for metric in client.get_metric_history(run_id, key))
 
 
 def summarize(client: MlflowClient, run: Run, *, group_by: str, source: str, reduce: str) -> RunSummary:
@@ -214,39 +202,12 @@ def markdown_table(env: str, summaries: Sequence[RunSummary], group_by: str) -> 
     return "\n".join(lines)
 
 
-def curve_band(curves: Sequence[Sequence[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Iterations, mean and sample std (0 for one run) over the runs that reached each iteration."""
-    by_iteration: dict[int, list[float]] = defaultdict(list)
-    for curve in curves:
-        for iteration, value in curve:
-            by_iteration[iteration].append(value)
-    iterations = np.array(sorted(by_iteration))
-    mean = np.array([np.mean(by_iteration[i]) for i in iterations])
-    std = np.array([np.std(by_iteration[i], ddof=1) if len(by_iteration[i]) > 1 else 0.0 for i in iterations])
-    return iterations, mean, std
-
-
-def plot_learning_curves(env: str, summaries: Sequence[RunSummary], group_by: str, path: Path) -> None:
-    """Success rate (%) against iteration, a line per group and a ± std band over seeds."""
-    groups: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
+def plot_learning_curves(env: str, summaries: Sequence[RunSummary], group_by: str, path: Path) -> Path:
+    """Success rate (%) against iteration, a line per group and a ± std band over its runs."""
+    groups: dict[str, list[Curve]] = defaultdict(list)
     for summary in summaries:
         groups[summary.group].append(summary.curve)
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
-    for group, curves in groups.items():
-        iterations, mean, std = curve_band(curves)
-        axes.plot(
-            iterations, 100 * mean, marker="o" if len(iterations) < 10 else None, label=f"{group} (n={len(curves)})"
-        )
-        axes.fill_between(iterations, 100 * (mean - std), 100 * (mean + std), alpha=0.2)
-    axes.set_xlabel("training iteration")
-    axes.set_ylabel("success rate (%)")
-    axes.set_title(f"{env}: success rate by {group_by}")
-    axes.set_ylim(-2, 102)
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return plot_success_bands(groups, path, f"{env}: success rate by {group_by}")
 
 
 def build_report(
@@ -290,8 +251,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("targets", nargs="+", help="MLflow experiment names or run ids")
     parser.add_argument(
         "--tracking-uri",
-        default=default_tracking_uri(),
-        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db as the tuned examples write)",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db, where the jobs write)",
     )
     parser.add_argument("--group-by", default="estimator", help="tag or parameter that names a table row")
     parser.add_argument("--source", choices=("auto", "evaluation", "training"), default="auto")
@@ -302,9 +262,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.tracking_uri.startswith("sqlite:///") and not Path(args.tracking_uri.removeprefix("sqlite:///")).exists():
-        raise FileNotFoundError(f"no MLflow store at {args.tracking_uri}")
-    client = MlflowClient(tracking_uri=args.tracking_uri)
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise FileNotFoundError(f"no MLflow store at {uri}")
+    client = MlflowClient(tracking_uri=uri)
     text, images = build_report(
         client, args.targets, args.output_dir, group_by=args.group_by, source=args.source, reduce=args.reduce
     )

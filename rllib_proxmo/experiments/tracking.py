@@ -1,4 +1,17 @@
-"""MLflow tracking for ProxMO runs: config as params, results as metrics, tags, artifacts.
+"""MLflow tracking of a training run, the one path of the main job and of every Tune trial.
+
+A run records (see ``docs/design.md``):
+
+- params: the algorithm config, flattened (:func:`flatten_params` of ``config.to_dict()``);
+- metrics: every finite number of each training result at step ``training_iteration``
+  (:meth:`RunTracker.log_result`), names joined with "/" as in RLlib's result dict
+  (``env_runners/success_rate``, ``evaluation/env_runners/success_rate``, ...);
+- tags (:func:`run_tags`): estimator, env, model, seed, scale, ``git_commit`` and
+  ``mlflow.source.git.commit``, and the credit-assignment settings a grid may sweep;
+- artifacts: ``learning_curve.png``, ``evaluation.csv`` / ``evaluation.md``
+  (:func:`write_run_files`) and the checkpoint, or its path as the tag
+  ``checkpoint_path`` when it is larger than a limit (:meth:`RunTracker.log_checkpoint`);
+- status: RUNNING from the start, then FINISHED, FAILED or KILLED (:meth:`RunTracker.finish`).
 
 :class:`RunTracker` wraps one MLflow run through :class:`mlflow.MlflowClient` (no
 global ``mlflow`` state, so several runs can live in one process, e.g. Tune
@@ -19,14 +32,19 @@ import os
 import re
 import socket
 import subprocess
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+
+from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS
+from rllib_proxmo.experiments.plots import plot_learning_curve
+from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +55,10 @@ _PARAM_VALUE_LIMIT = 6000
 _KEY_FORBIDDEN = re.compile(r"[^A-Za-z0-9_\-. /]")
 #: Seconds to wait when probing an HTTP tracking server before giving up on it.
 PROBE_TIMEOUT_S = 3.0
+#: The end states of an MLflow run.
+END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+#: Written into the built package by ``setup.py``: the commit a non-editable install was built from.
+BUILD_COMMIT_FILE = Path(__file__).resolve().parents[1] / "GIT_COMMIT"
 
 
 def default_tracking_uri(directory: str | Path = "mlruns") -> str:
@@ -49,17 +71,21 @@ def default_tracking_uri(directory: str | Path = "mlruns") -> str:
     return f"sqlite:///{path / 'mlflow.db'}"
 
 
+def _sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    prefix = "sqlite:///"
+    database = tracking_uri[len(prefix) :].split("?", 1)[0] if tracking_uri.startswith(prefix) else ""
+    return Path(database).resolve() if database else None
+
+
 def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
     """``<database dir>/artifacts/<experiment>`` for a SQLite store, else None (the store's default).
 
     MLflow's default artifact root for database stores is ``./mlruns`` under the current
     directory, which would scatter artifacts wherever the job was started.
     """
-    prefix = "sqlite:///"
-    database = tracking_uri[len(prefix) :].split("?", 1)[0] if tracking_uri.startswith(prefix) else ""
-    if not database:
-        return None
-    return (Path(database).resolve().parent / "artifacts" / _clean_key(experiment)).as_uri()
+    database = _sqlite_database(tracking_uri)
+    return None if database is None else (database.parent / "artifacts" / _clean_key(experiment)).as_uri()
 
 
 def _clean_key(key: str) -> str:
@@ -108,7 +134,15 @@ def flatten_metrics(result: Mapping[str, Any], prefix: str = "") -> dict[str, fl
 
 
 def git_commit(directory: str | Path | None = None) -> str:
-    """Commit hash of the repository holding ``directory`` (default: this package), or "unknown"."""
+    """Commit hash of the repository holding ``directory``, or "unknown".
+
+    Without ``directory``: the commit of this package's code, i.e. the one ``setup.py``
+    recorded in :data:`BUILD_COMMIT_FILE` when the package was built (a non-editable
+    install, which has no repository), else the one of the source tree it is imported
+    from (a checkout or an editable install).
+    """
+    if directory is None and BUILD_COMMIT_FILE.is_file():
+        return BUILD_COMMIT_FILE.read_text(encoding="utf-8").strip() or "unknown"
     where = Path(directory) if directory else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
@@ -117,6 +151,61 @@ def git_commit(directory: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def run_tags(config: Mapping[str, Any], scale: str) -> dict[str, str]:
+    """The tags of a run of ``config`` (an ``AlgorithmConfig.to_dict()``, or a Tune trial's config).
+
+    ``estimator``, ``env``, ``model``, ``seed``, ``scale`` (the
+    :class:`~rllib_proxmo.experiments.scale.Scale` the sizes default to), the commit as
+    ``git_commit`` and ``mlflow.source.git.commit``, and every credit-assignment
+    setting a grid may sweep (``alpha``, ``beta``, ...), so that runs can be grouped
+    without reading params.
+    """
+    commit = git_commit()
+    tags = {
+        "estimator": str(config["estimator"]),
+        "env": str(config["env"]),
+        "model": str(config["_model_config"]["model_name_or_path"]),
+        "seed": str(config["seed"]),
+        "scale": scale,
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+    }
+    tags.update({name: str(config[name]) for name in ADVANTAGE_HYPERPARAMETERS})
+    return tags
+
+
+def write_run_files(
+    directory: str | Path,
+    history: Sequence[Mapping[str, float]],
+    evaluation: Mapping[str, float] | None,
+    *,
+    env: str,
+    estimator: str,
+    title: str,
+) -> list[Path]:
+    """Write a run's ``learning_curve.png`` (when ``history`` has a row) and
+    ``evaluation.csv`` / ``evaluation.md`` (when it was evaluated) to ``directory``.
+
+    Args:
+        directory: Output directory (created).
+        history: One :func:`~rllib_proxmo.experiments.tables.history_row` per iteration.
+        evaluation: The last evaluation's ``env_runners`` metrics, or None.
+        env, estimator: Select the table columns and name its row.
+        title: Title of the learning curve.
+
+    Returns:
+        The paths written.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if history:
+        paths.append(plot_learning_curve(history, out / "learning_curve.png", title, evaluation))
+    if evaluation:
+        paths.extend(write_evaluation_table(evaluation_table(env, evaluation), estimator, out))
+    return paths
 
 
 def directory_size(path: str | Path) -> int:
@@ -162,6 +251,9 @@ class RunTracker:
         self._client: MlflowClient | None = None
         try:
             _check_reachable(tracking_uri)
+            database = _sqlite_database(tracking_uri)
+            if database is not None:
+                database.parent.mkdir(parents=True, exist_ok=True)
             client = MlflowClient(tracking_uri=tracking_uri)
             found = client.get_experiment_by_name(experiment)
             experiment_id = (
@@ -208,11 +300,19 @@ class RunTracker:
         for start in range(0, len(items), _BATCH_LIMIT):
             self._call("logging params", "log_batch", params=items[start : start + _BATCH_LIMIT])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
-        """Log one point per metric at ``step`` (the training iteration)."""
-        items = [Metric(key, value, timestamp_ms, step) for key, value in metrics.items()]
+    def log_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        """Log one point per metric at ``step`` (the training iteration); ``timestamp_ms`` defaults to now."""
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        items = [Metric(key, value, stamp, step) for key, value in metrics.items()]
         for start in range(0, len(items), _BATCH_LIMIT):
             self._call("logging metrics", "log_batch", metrics=items[start : start + _BATCH_LIMIT])
+
+    def log_result(self, result: Mapping[str, Any]) -> None:
+        """Log a training result's numbers (all but its ``config``) at step ``result["training_iteration"]``."""
+        self.log_metrics(
+            flatten_metrics({key: value for key, value in result.items() if key != "config"}),
+            step=int(result["training_iteration"]),
+        )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set (or overwrite) run tags."""
@@ -233,5 +333,7 @@ class RunTracker:
             self.log_artifacts(checkpoint_dir, "checkpoint")
 
     def finish(self, status: str = "FINISHED") -> None:
-        """End the run with ``status`` ("FINISHED", "FAILED" or "KILLED")."""
+        """End the run with ``status`` (one of :data:`END_STATUSES`)."""
+        if status not in END_STATUSES:
+            raise ValueError(f"status must be one of {END_STATUSES}, got {status!r}")
         self._call("ending the run", "set_terminated", status=status)

@@ -7,12 +7,14 @@ convention (:func:`ray.rllib.examples.utils.add_rllib_example_script_args`:
 
 - ``--cpu``: the CPU-sized variant (embedded SmolLM2-135M, generated games or
   catalogue, 2 tasks x 4 rollouts, 3 turns of at most 32 new tokens, 2 iterations)
-  instead of the paper's GPU settings (DESIGN.md §8: 16 tasks x 8 rollouts,
+  instead of the paper's GPU settings (``docs/design.md`` §6: 16 tasks x 8 rollouts,
   150 iterations, at most 50 / 15 steps, responses of at most 512 tokens);
 - ``--model``: Hugging Face id, local directory or embedded alias;
 - ``--seeds``: the seeds every grid point is run with;
-- ``--tracking-uri`` / ``--experiment-name``: the MLflow store every Tune trial logs
-  its parameters, per-iteration metrics and tags (estimator, env, model, seed, git commit) to.
+- ``--tracking-uri`` / ``--experiment-name`` / ``--checkpoint-artifact-max-mb`` /
+  ``--no-mlflow``: the MLflow store every Tune trial is recorded in, one run per trial,
+  exactly as the main job records its run (:class:`MLflowTracking`,
+  :mod:`rllib_proxmo.experiments.tracking`).
 
 With Tune, estimators x grid values x seeds become one ``tune.grid_search`` each and
 run through :func:`ray.rllib.examples.utils.run_rllib_example_script_experiment`
@@ -36,28 +38,30 @@ import itertools
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.rllib.examples.utils import add_rllib_example_script_args, run_rllib_example_script_experiment
 from ray.tune.experiment import Trial
 
 from envs import WEBSHOP
 from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
-from rllib_proxmo.experiments.plots import plot_learning_curve
-from rllib_proxmo.experiments.runtime import start_ray
+from rllib_proxmo.experiments.cli import add_tracking_arguments
+from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, EVALUATION_SPLITS, PAPER, Scale, env_configs
-from rllib_proxmo.experiments.tables import evaluation_table, history_row, write_evaluation_table
-from rllib_proxmo.experiments.tracking import default_tracking_uri, git_commit
+from rllib_proxmo.experiments.tables import history_row
+from rllib_proxmo.experiments.tracking import (
+    RunTracker,
+    default_tracking_uri,
+    flatten_params,
+    run_tags,
+    write_run_files,
+)
 
-#: Training settings a grid may sweep: the credit-assignment hyperparameters.
+#: Training settings a grid may sweep: the credit-assignment hyperparameters (MLflow tags of every run).
 SWEEPABLE = ADVANTAGE_HYPERPARAMETERS
-#: Run settings written as MLflow tags on every trial (estimator, seed, swept settings).
-TAGGED_SETTINGS = ("estimator", "seed", *SWEEPABLE)
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,7 @@ def make_parser(experiment: Experiment) -> argparse.ArgumentParser:
         "--stop-success", type=float, help="also stop a trial once its training success rate reaches this"
     )
     parser.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
-    parser.add_argument(
-        "--tracking-uri",
-        default=default_tracking_uri(),
-        help="MLflow store every Tune trial logs to (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)",
-    )
-    parser.add_argument("--experiment-name", default=experiment.name, help="MLflow experiment name")
+    add_tracking_arguments(parser.add_argument_group("MLflow tracking of every Tune trial"), experiment.name)
     return parser
 
 
@@ -198,71 +197,89 @@ def search_space(experiment: Experiment, args: argparse.Namespace, config: ProxM
     return apply_point(config, {key: tune.grid_search(list(values)) for key, values in axes.items()})
 
 
-class TaggingMLflowLoggerCallback(MLflowLoggerCallback):
-    """MLflow logger that also tags each trial's run and stores its artifacts.
+class MLflowTracking(tune.Callback):
+    """One MLflow run per Tune trial, recorded as the main job records its run.
 
-    The fixed ``tags`` (env, model, scale, ...) go on every run; the trial's
-    estimator, seed and swept hyperparameters are added from its resolved config so
-    runs can be grouped by estimator without parsing parameters. When a trial ends,
-    its learning-curve PNG and (if it was evaluated) its evaluation table (CSV and
-    Markdown) are stored as artifacts, and its last checkpoint's path as the tag
-    ``checkpoint_path`` (checkpoints stay in Tune's storage: they are GBs for LLMs).
+    Every trial gets a :class:`~rllib_proxmo.experiments.tracking.RunTracker` named
+    after the trial, with the trial's resolved config as params and
+    :func:`~rllib_proxmo.experiments.tracking.run_tags` (estimator, seed and swept
+    settings from that config). Each result is logged at step ``training_iteration``.
+    When the trial ends, its learning curve and (if it was evaluated) its last
+    evaluation table are stored as artifacts, and its last checkpoint like the main
+    job's (copied when at most ``checkpoint_max_bytes``, else tagged
+    ``checkpoint_path``); the run ends FINISHED or FAILED, or KILLED when the
+    experiment stopped before the trial did (e.g. Ctrl-C).
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment_name: MLflow experiment of all trials.
+        scale: ``Scale.name`` of the experiment (a tag).
+        checkpoint_max_bytes: Largest checkpoint copied into the artifacts.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, tracking_uri: str, experiment_name: str, scale: str, checkpoint_max_bytes: int) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.scale = scale
+        self.checkpoint_max_bytes = checkpoint_max_bytes
+        self._trackers: dict[Trial, RunTracker] = {}
         self._histories: dict[Trial, list[dict[str, float]]] = {}
         self._evaluations: dict[Trial, dict[str, float]] = {}
 
-    def log_trial_start(self, trial: Trial) -> None:
-        shared = self.tags
-        trial_tags = {key: str(trial.config[key]) for key in TAGGED_SETTINGS if key in trial.config}
-        self.tags = {**shared, **trial_tags}
-        try:
-            super().log_trial_start(trial)
-        finally:
-            self.tags = shared
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if trial in self._trackers:  # a trial restarted after a failure keeps its run
+            return
+        tracker = RunTracker(self.tracking_uri, self.experiment_name, str(trial), run_tags(trial.config, self.scale))
+        tracker.log_params(flatten_params(trial.config))
+        self._trackers[trial] = tracker
+        self._histories[trial] = []
 
-    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
-        super().log_trial_result(iteration, trial, result)
-        self._histories.setdefault(trial, []).append(history_row(result["training_iteration"], result))
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        self._trackers[trial].log_result(result)
+        self._histories[trial].append(history_row(result["training_iteration"], result))
         evaluation = result.get("evaluation", {}).get("env_runners")
         if evaluation:
             self._evaluations[trial] = evaluation
 
-    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
-        """Before the run closes: its learning curve, evaluation table and checkpoint path."""
-        run_id = self._trial_runs[trial]
-        history = self._histories.pop(trial, [])
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._end(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._end(trial, "FAILED")
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for trial in list(self._trackers):
+            self._end(trial, "KILLED")
+
+    def _end(self, trial: Trial, status: str) -> None:
+        tracker = self._trackers.pop(trial, None)
+        if tracker is None:
+            return
+        history = self._histories.pop(trial)
         evaluation = self._evaluations.pop(trial, None)
+        estimator = str(trial.config["estimator"])
+        env = str(trial.config["env"])
+        title = f"{estimator} on {env} ({trial.config['_model_config']['model_name_or_path']})"
         with tempfile.TemporaryDirectory() as directory:
-            if history:
-                title = (
-                    f"{trial.config.get('estimator', '')} on {self.tags.get('env', '')} ({self.tags.get('model', '')})"
-                )
-                plot_learning_curve(history, Path(directory) / "learning_curve.png", title, evaluation)
-            if evaluation:
-                row = evaluation_table(self.tags.get("env", ""), evaluation)
-                write_evaluation_table(row, str(trial.config.get("estimator", "")), Path(directory))
-            self.mlflow_util.save_artifacts(run_id=run_id, dir=directory)
+            for path in write_run_files(directory, history, evaluation, env=env, estimator=estimator, title=title):
+                tracker.log_artifact(path)
         if trial.checkpoint is not None:
-            self.mlflow_util._get_client().set_tag(run_id, "checkpoint_path", trial.checkpoint.path)
-        super().log_trial_end(trial, failed)
+            tracker.log_checkpoint(trial.checkpoint.path, max_bytes=self.checkpoint_max_bytes)
+        tracker.finish(status)
 
 
-def mlflow_callback(experiment: Experiment, args: argparse.Namespace) -> TaggingMLflowLoggerCallback:
-    """The Tune callback logging params, per-iteration metrics and tags to ``--tracking-uri``."""
-    if args.tracking_uri.startswith("sqlite:///"):
-        Path(args.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    tags = {
-        "env": experiment.env,
-        "model": args.model,
-        "scale": args.scale.name,
-        "git_commit": git_commit(),
-    }
-    return TaggingMLflowLoggerCallback(
-        tracking_uri=args.tracking_uri, experiment_name=args.experiment_name, tags=tags, save_artifact=False
-    )
+def tracking_callbacks(args: argparse.Namespace) -> list[MLflowTracking]:
+    """The MLflow callback of ``--tracking-uri`` (default store when not given); none under ``--no-mlflow``."""
+    if args.no_mlflow:
+        return []
+    return [
+        MLflowTracking(
+            args.tracking_uri or default_tracking_uri(),
+            args.experiment_name,
+            args.scale.name,
+            checkpoint_max_bytes=int(args.checkpoint_artifact_max_mb * 2**20),
+        )
+    ]
 
 
 def stop_criteria(args: argparse.Namespace) -> dict[str, float]:
@@ -282,6 +299,7 @@ def run(experiment: Experiment, args: argparse.Namespace) -> Any:
     Returns Tune's ``ResultGrid``, or with ``--no-tune`` the last result dict of
     each grid point in :func:`grid_points` order.
     """
+    quiet_framework_output()
     config = build_config(experiment, args)
     point_configs = [apply_point(config.copy(copy_frozen=False), point) for point in grid_points(experiment, args)]
     for point_config in point_configs:
@@ -301,7 +319,7 @@ def run(experiment: Experiment, args: argparse.Namespace) -> Any:
         args,
         stop=stop_criteria(args),
         success_metric={"env_runners/success_rate": args.stop_reward},
-        tune_callbacks=[mlflow_callback(experiment, args)],
+        tune_callbacks=tracking_callbacks(args),
     )
 
 

@@ -2,12 +2,16 @@
 
 The end-to-end runs use a tiny random chat model on ``TextGuess-v0`` (one iteration,
 a few tokens) and a real SQLite MLflow store in ``tmp_path``, read back with
-``MlflowClient``.
+``MlflowClient``; the first runs ``python -m rllib_proxmo.train`` itself and checks its
+start-up output.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from mlflow import MlflowClient
 from envs import ALFWORLD_TASK_TYPES
 from rllib_proxmo.experiments.main_job import build_config, iterations_to_plan, parse_args, progress_line, train
 from rllib_proxmo.experiments.plots import plot_learning_curve
+from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
 from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import DEFAULT_BUTTONS
@@ -76,7 +81,7 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
         parse_args(["--env", "WebShop-v0", "--lr", "1e-5", "--llm-env-config", '{"require_think": false}'])
     )
     assert webshop.llm_env_config == {"require_think": False}
-    assert webshop.env_config == {"catalog": "generated", "num_products": 200, "max_steps": 15}
+    assert webshop.env_config == {"catalog": "generated", "num_products": 200, "max_steps": 15, "reward": "score"}
     assert webshop.evaluation_config["env_config"] == {**webshop.env_config, "split": "test"}
     assert webshop.lr == 1e-5
 
@@ -143,60 +148,104 @@ def ray_session():
     ray.shutdown()
 
 
+TINY_RUN = [
+    "--env",
+    "tests.text_env:TextGuess-v0",
+    "--stop-iters",
+    "1",
+    "--max-new-tokens",
+    "6",
+    "--eval-tasks",
+    "3",
+    "--run-name",
+    "tiny-run",
+]
+#: Framework output a start-up of the job used to print (runtime.quiet_framework_output drops it).
+FRAMEWORK_NOTICES = (
+    "Token authentication is enabled",
+    "RLModuleConfig",
+    "on the new API stack",
+    "evaluation workers, but your `evaluation_interval`",
+    "Install gputil",
+    "Trainable.setup took",
+    "Loading weights",
+)
+
+
 def _tiny_run_args(model: str, output: Path, *extra: str):
-    return parse_args(
-        [
-            "--env",
-            "tests.text_env:TextGuess-v0",
-            "--model",
-            model,
-            "--stop-iters",
-            "1",
-            "--max-new-tokens",
-            "6",
-            "--eval-tasks",
-            "3",
-            "--run-name",
-            "tiny-run",
-            "--output",
-            str(output),
-            *extra,
-        ]
+    return parse_args([*TINY_RUN, "--model", model, "--output", str(output), *extra])
+
+
+def test_help_is_printed_without_importing_ray():
+    code = (
+        "import sys\n"
+        "from rllib_proxmo.experiments import main_job\n"
+        "try:\n"
+        "    main_job.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert out.startswith("usage: python -m rllib_proxmo.train") and "--checkpoint-artifact-max-mb" in out
 
 
-def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, ray_session, tmp_path, capsys):
+@pytest.mark.slow
+def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path):
+    """The command line end to end: clean start-up output, files, and the MLflow run of the one tracking path."""
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    (tmp_path / "mlruns").mkdir()
-    summary = train(_tiny_run_args(tiny_model, tmp_path / "out", "--tracking-uri", uri))
-    printed = capsys.readouterr().out
+    output = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "MLFLOW_TRACKING_URI", PROGRESS_BARS}}
+    job = subprocess.run(
+        [sys.executable, "-m", "rllib_proxmo.train", *TINY_RUN, "--model", tiny_model, "--output", str(output)]
+        + ["--tracking-uri", uri],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stderr
+    printed, errors = job.stdout, job.stderr
+    assert (
+        printed.splitlines()[0]
+        == f"tiny-run: proxmo on tests.text_env:TextGuess-v0 with {tiny_model}, writing to {output}"
+    )
+    for notice in FRAMEWORK_NOTICES:
+        assert notice not in errors, notice
     assert "iter 1/1 | success " in printed and "ETA" in printed
-    for key in ("checkpoint", "plot", "evaluation_csv", "evaluation_md"):
-        assert str(summary[key]) in printed and Path(summary[key]).exists()
-    assert summary["plot"].read_bytes()[:8] == PNG_MAGIC
-    assert (Path(summary["checkpoint"]) / "rllib_checkpoint.json").exists()
-    assert sorted(p.name for p in (tmp_path / "out" / "rollouts").iterdir()) == ["iteration_000000.parquet"]
-    assert len(summary["history"]) == 1 and summary["evaluation"]["num_episodes"] == 3
+    checkpoint, plot = output / "checkpoint", output / "learning_curve.png"
+    for path in (checkpoint, plot, output / "evaluation.csv", output / "evaluation.md"):
+        assert str(path) in printed and path.exists()
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert (checkpoint / "rllib_checkpoint.json").exists()
+    assert sorted(p.name for p in (output / "rollouts").iterdir()) == ["iteration_000000.parquet"]
 
     client = MlflowClient(uri)
-    run = client.get_run(summary["mlflow_run_id"])
-    assert summary["mlflow_run_id"] in printed and run.info.status == "FINISHED"
+    (run,) = client.search_runs([client.get_experiment_by_name("rllib-proxmo").experiment_id])
+    assert f"MLflow run:      {run.info.run_id}" in printed and run.info.status == "FINISHED"
     params = run.data.params
     assert params["estimator"] == "proxmo" and params["group_size"] == "4" and params["tasks_per_iteration"] == "2"
     assert params["_model_config.model_name_or_path"] == tiny_model and params["_model_config.max_new_tokens"] == "6"
     assert len(params) > 100
     tags = run.data.tags
     assert (tags["estimator"], tags["env"], tags["model"]) == ("proxmo", "tests.text_env:TextGuess-v0", tiny_model)
-    assert len(tags["git_commit"]) == 40
+    assert (tags["seed"], tags["scale"], tags["alpha"]) == ("0", "cpu", params["alpha"])
+    assert len(tags["git_commit"]) == 40 and tags["mlflow.source.git.commit"] == tags["git_commit"]
+    assert tags["checkpoint_path"] == str(checkpoint)
     for key in ("env_runners/success_rate", "env_runners/format_valid_rate", "proxmo/generated_tokens_per_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1], key
     assert any(key.startswith("learners/default_policy/") for key in run.data.metrics)
-    evaluation = client.get_metric_history(run.info.run_id, "evaluation/success_rate")
-    assert [(m.step, m.value) for m in evaluation] == [(1, summary["evaluation"]["success_rate"])]
+    # The final evaluation under the name periodic evaluation has in Tune trials, at the last iteration.
+    evaluation = client.get_metric_history(run.info.run_id, "evaluation/env_runners/success_rate")
+    table = list(csv.reader((output / "evaluation.csv").open()))
+    assert [(m.step, f"{100 * m.value:.1f}") for m in evaluation] == [(1, table[1][-1])]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "evaluation/env_runners/num_episodes")] == [3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"learning_curve.png", "evaluation.csv", "evaluation.md", "checkpoint"} <= artifacts
 
 
+@pytest.mark.slow
 def test_tiny_run_goes_on_with_one_warning_when_the_store_is_unreachable(tiny_model, ray_session, tmp_path):
     args = _tiny_run_args(tiny_model, tmp_path / "out", "--tracking-uri", "http://127.0.0.1:9")
     with pytest.warns(UserWarning, match="MLflow tracking is off") as caught:

@@ -1,19 +1,24 @@
-"""The report CLI on a real MLflow SQLite store written here with MLflow's client.
+"""The report CLI on a real MLflow SQLite store written here with the jobs' RunTracker.
 
-The runs carry the metric names and tags that Tune's MLflow logger writes for
-``rllib_proxmo.experiments`` trials (``env_runners/success_rate/<type>``,
-``evaluation/env_runners/...``, ``training_iteration``; tags ``estimator``, ``env``,
+The runs are recorded the way the main job and every Tune trial record theirs
+(:meth:`RunTracker.log_result` of RLlib-shaped results: ``env_runners/success_rate/<type>``,
+``evaluation/env_runners/...`` at step ``training_iteration``; tags ``estimator``, ``env``,
 ``seed``), with known values, so every table cell can be checked exactly.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
+from rllib_proxmo.experiments.plots import plot_success_bands
 from rllib_proxmo.experiments.report import build_report, main
+from rllib_proxmo.experiments.tracking import RunTracker
 
 #: (estimator, seed) -> success rate per iteration (1, 2, 3) and per task type at the end.
 ALFWORLD_RUNS = {
@@ -23,43 +28,36 @@ ALFWORLD_RUNS = {
 }
 
 
-def _log_run(client: MlflowClient, experiment_id: str, tags: dict[str, str], metrics: list[dict[str, float]]) -> str:
-    run = client.create_run(experiment_id, tags=tags)
-    client.log_param(run.info.run_id, "estimator", tags.get("estimator", "?"))
-    for iteration, values in enumerate(metrics, start=1):
-        client.log_metric(run.info.run_id, "training_iteration", iteration, step=iteration)
-        for key, value in values.items():
-            client.log_metric(run.info.run_id, key, value, step=iteration)
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+def _log_run(uri: str, experiment: str, tags: dict[str, str], results: list[dict]) -> str:
+    """One run of training results (iterations 1, 2, ...), recorded as the jobs record theirs."""
+    tracker = RunTracker(uri, experiment, f"{tags['estimator']}-{tags['seed']}", tags)
+    tracker.log_params({"estimator": tags["estimator"]})
+    for iteration, result in enumerate(results, start=1):
+        tracker.log_result({"training_iteration": iteration, **result})
+    tracker.finish()
+    return tracker.run_id
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store for the module (creating an MLflow SQLite schema takes seconds)."""
-    directory = tmp_path_factory.mktemp("mlruns")
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    alfworld = client.create_experiment("alf")
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
     run_ids = {}
     for (estimator, seed), (curve, by_type) in ALFWORLD_RUNS.items():
-        metrics = [{"env_runners/success_rate": value} for value in curve]
-        metrics[-1].update({f"env_runners/success_rate/{task}": value for task, value in by_type.items()})
+        results = [{"env_runners": {"success_rate": value}} for value in curve]
+        results[-1]["env_runners"].update({f"success_rate/{task}": value for task, value in by_type.items()})
         tags = {"estimator": estimator, "seed": str(seed), "env": "ALFWorld-v0"}
-        run_ids[(estimator, seed)] = _log_run(client, alfworld, tags, metrics)
-    webshop = client.create_experiment("shop")
+        run_ids[(estimator, seed)] = _log_run(uri, "alf", tags, results)
     for seed, (score, success) in enumerate([(0.6, 0.3), (0.8, 0.5)]):
-        metrics = [
-            {"env_runners/success_rate": 0.1, "env_runners/score_mean": 0.2},
+        results = [
+            {"env_runners": {"success_rate": 0.1, "score_mean": 0.2}},
             {
-                "env_runners/success_rate": 0.2,
-                "env_runners/score_mean": 0.3,
-                "evaluation/env_runners/success_rate": success,
-                "evaluation/env_runners/score_mean": score,
+                "env_runners": {"success_rate": 0.2, "score_mean": 0.3},
+                "evaluation": {"env_runners": {"success_rate": success, "score_mean": score}},
             },
         ]
-        _log_run(client, webshop, {"estimator": "gigpo", "seed": str(seed), "env": "WebShop-v0"}, metrics)
-    return uri, client, run_ids
+        _log_run(uri, "shop", {"estimator": "gigpo", "seed": str(seed), "env": "WebShop-v0"}, results)
+    return uri, MlflowClient(tracking_uri=uri), run_ids
 
 
 def _row(text: str, first_cell: str) -> list[str]:
@@ -145,3 +143,21 @@ def test_bad_input_is_refused_with_a_clear_message(store, tmp_path):
         build_report(client, ["empty"], tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no MLflow store"):
         main(["alf", "--tracking-uri", f"sqlite:///{tmp_path / 'missing.db'}"])
+
+
+def test_figures_leave_no_pyplot_state(tmp_path):
+    """The report and the learning curves draw on Agg canvases: pyplot is never imported."""
+    code = (
+        "import sys\n"
+        "from rllib_proxmo.experiments import report, tracking, plots\n"
+        "plots.plot_success_bands({'a': [[(1, 0.5), (2, 1.0)]]}, sys.argv[1] + '/bands.png', 't')\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True)
+
+
+def test_success_bands_refuse_an_empty_plot(tmp_path):
+    with pytest.raises(ValueError, match="at least one group"):
+        plot_success_bands({}, tmp_path / "x.png", "t")
+    with pytest.raises(ValueError, match="group 'a' has no success-rate point"):
+        plot_success_bands({"a": [[]]}, tmp_path / "x.png", "t")
