@@ -31,7 +31,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/advantages.py
 	$(PY) benchmarks/credit_assignment.py
-	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/alfworld_throughput.py
+	$(PY) benchmarks/webshop_throughput.py
 
 # Checks that need CUDA (bf16 learner, ALFWorld iteration on the GPU, NCCL DDP);
 # without a GPU it says it skipped. ARGS="--model DIR --only learner_bf16".

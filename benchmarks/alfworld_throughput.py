@@ -24,15 +24,12 @@ import argparse
 import hashlib
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from envs.alfworld.engine import make_engine  # noqa: E402
-from envs.alfworld.generate import generate_games, generated_root  # noqa: E402
+from envs.alfworld.engine import make_engine
+from envs.alfworld.generate import generate_games, generated_root
 
 #: Commands the engine does not know, played one time in ten.
 UNKNOWN_COMMANDS = ("", "jump", "go to the moon")

@@ -58,19 +58,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from envs.household.mdp import ROOM_NAMES, Episode, HouseMDP, render_episode, sample_task  # noqa: E402
-from rllib_proxmo.advantages import compute_advantages_with_diagnostics  # noqa: E402
+from envs.household.mdp import ROOM_NAMES
+from envs.household.rollouts import roll_out
+from rllib_proxmo.advantages import compute_advantages_with_diagnostics
 
 # label -> keyword arguments of compute_advantages
 ESTIMATORS: dict[str, dict[str, str]] = {
@@ -102,66 +98,6 @@ METRICS = ("pearson", "spearman", "sign", "variance", "zeros")
 HEADER_STATS = ("gigpo_singleton_fraction", "psa_effective_neighbours", "success_rate")
 
 
-@dataclass(frozen=True)
-class RolloutBatch:
-    """One seed's rollouts, flattened to n steps (the inputs of ``compute_advantages``).
-
-    ``latent`` holds the latent state index of each step in its task's MDP, ``true_advantage`` and
-    ``oracle`` the exact ``Q - V`` and the return-to-go minus ``V``; ``mdps[g]`` and
-    ``episodes[g]`` are task group g's MDP and episodes, in row order.
-    """
-
-    group_id: np.ndarray
-    episode_id: np.ndarray
-    t: np.ndarray
-    reward: np.ndarray
-    success: np.ndarray
-    latent: np.ndarray
-    true_advantage: np.ndarray
-    oracle: np.ndarray
-    mdps: list[HouseMDP]
-    episodes: list[list[Episode]]
-
-    def texts(self, noise: float, rng: np.random.Generator) -> list[str]:
-        """The n observation texts rendered with lexical noise ``noise``."""
-        return [
-            text
-            for mdp, group in zip(self.mdps, self.episodes)
-            for episode in group
-            for text in render_episode(mdp, episode, noise, rng)
-        ]
-
-
-def roll_out(seed: int, args: argparse.Namespace) -> RolloutBatch:
-    """Sample ``args.tasks`` tasks and ``args.episodes`` episodes of each with exact advantages."""
-    task_rng = np.random.default_rng([seed, 0])
-    policy_rng = np.random.default_rng([seed, 1])
-    low, high = args.epsilon_range
-    columns: dict[str, list[np.ndarray]] = {
-        name: [] for name in ("group_id", "episode_id", "t", "reward", "success", "latent", "true_advantage", "oracle")
-    }
-    mdps, episodes = [], []
-    for group in range(args.tasks):
-        mdp = HouseMDP(sample_task(task_rng, args.rooms, epsilon=float(task_rng.uniform(low, high))))
-        values = mdp.exact_values(args.horizon, args.gamma)
-        group_episodes = mdp.sample_episodes(args.episodes, args.horizon, policy_rng)
-        for episode in group_episodes:
-            steps = np.arange(episode.states.size)
-            columns["group_id"].append(np.full(steps.size, group))
-            columns["episode_id"].append(np.full(steps.size, len(columns["episode_id"])))
-            columns["t"].append(steps)
-            columns["reward"].append(episode.rewards)
-            columns["success"].append(np.full(steps.size, episode.success))
-            columns["latent"].append(episode.states)
-            columns["true_advantage"].append(values.advantages(episode))
-            columns["oracle"].append(episode.returns_to_go(args.gamma) - values.v[steps, episode.states])
-        mdps.append(mdp)
-        episodes.append(group_episodes)
-    return RolloutBatch(
-        **{name: np.concatenate(parts) for name, parts in columns.items()}, mdps=mdps, episodes=episodes
-    )
-
-
 def score(estimate: np.ndarray, truth: np.ndarray, sign_threshold: float) -> dict[str, float]:
     """The metrics of one estimator's (n,) advantages against the (n,) true advantages."""
     informative = np.abs(truth) > sign_threshold
@@ -183,7 +119,15 @@ def evaluate_seed(seed: int, args: argparse.Namespace) -> dict:
     The state views are the noise levels of ``args.noise`` and ``LATENT_VIEW``, where every state
     text is the latent state's id (a perfect state recogniser).
     """
-    batch = roll_out(seed, args)
+    batch = roll_out(
+        seed,
+        tasks=args.tasks,
+        episodes=args.episodes,
+        horizon=args.horizon,
+        rooms=args.rooms,
+        epsilon_range=tuple(args.epsilon_range),
+        gamma=args.gamma,
+    )
     views = {level: batch.texts(noise, np.random.default_rng([seed, 2])) for level, noise in args.noise}
     views[LATENT_VIEW] = [f"latent{s}" for s in batch.latent]
     per_view = {}

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from envs.webshop.env import WebShopEnv  # noqa: E402
-from envs.webshop.policies import EpisodeResult, OraclePolicy, RandomPolicy, run_episode  # noqa: E402
-from envs.webshop.shop import load_shop  # noqa: E402
+from envs.webshop.env import WebShopEnv
+from envs.webshop.policies import EpisodeResult, OraclePolicy, RandomPolicy, run_episode
+from envs.webshop.shop import load_shop
 
 
 class _EnvTimer(gym.Wrapper):

@@ -23,7 +23,7 @@ whole episodes held out), so trials are compared fold by fold. Printed:
 
 Input: ``--rollouts PATH`` (a file or directory written by
 :func:`rllib_proxmo.analysis.rollout_files.save_rollouts`) or ``--synthetic``: rollouts of
-the household text MDP of ``benchmarks/text_mdp.py`` (ALFWorld-like text with
+the household text MDP of :mod:`envs.household` (ALFWorld-like text with
 lexical noise ``--noise``; 0.07 gives about the singleton rate the paper
 reports for ALFWorld), saved under ``--storage-path`` (or a temporary
 directory) and read back like logged ones.
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.credit_assignment import roll_out  # noqa: E402
-from rllib_proxmo.advantages import returns_to_go  # noqa: E402
-from rllib_proxmo.analysis.psa_regression import (  # noqa: E402
+from envs.household.rollouts import roll_out
+from rllib_proxmo.analysis.psa_regression import (
     CrossValidation,
     ExactMatchRegressor,
     PSABaselineRegressor,
@@ -59,7 +54,7 @@ from rllib_proxmo.analysis.psa_regression import (  # noqa: E402
     evaluate_folds,
     step_returns,
 )
-from rllib_proxmo.analysis.rollout_files import load_rollouts, save_rollouts  # noqa: E402
+from rllib_proxmo.analysis.rollout_files import load_rollouts, save_rollouts
 
 PAPER_TAU = 0.1
 TAU_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -83,16 +78,14 @@ def synthetic_rollouts(
 ) -> pd.DataFrame:
     """Rollout columns of the household text MDP, ``iterations`` batches of ``tasks`` x ``episodes``.
 
-    Each batch draws new tasks (rollout policies with epsilon ~ U(0.3, 0.9), 6
-    rooms) like ``benchmarks/credit_assignment.py``; the extra column
-    :data:`VALUE_COLUMN` holds the exact ``V_t(s_t)`` under discount ``gamma``.
+    Each batch draws new tasks (:func:`envs.household.rollouts.roll_out`: rollout
+    policies with epsilon ~ U(0.3, 0.9), 6 rooms, as ``benchmarks/credit_assignment.py``);
+    the extra column :data:`VALUE_COLUMN` holds the exact ``V_t(s_t)`` under discount ``gamma``.
     """
-    settings = argparse.Namespace(
-        tasks=tasks, episodes=episodes, horizon=horizon, rooms=6, epsilon_range=(0.3, 0.9), gamma=gamma
-    )
     batches = []
     for iteration in range(iterations):
-        batch = roll_out(int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0]), settings)
+        batch_seed = int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+        batch = roll_out(batch_seed, tasks=tasks, episodes=episodes, horizon=horizon, gamma=gamma)
         task_of_step = [batch.mdps[group].task for group in batch.group_id]
         batches.append(
             pd.DataFrame(
@@ -106,7 +99,7 @@ def synthetic_rollouts(
                     "task_id": [f"{iteration}:{task.description}" for task in task_of_step],
                     "task_type": [task.process or "pick" for task in task_of_step],
                     "iteration": iteration,
-                    VALUE_COLUMN: returns_to_go(batch.episode_id, batch.t, batch.reward, gamma) - batch.oracle,
+                    VALUE_COLUMN: batch.value,
                 }
             )
         )

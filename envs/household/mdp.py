@@ -1,7 +1,8 @@
 """A small household text MDP whose true advantages are known exactly.
 
-It is the testbed of ``benchmarks/credit_assignment.py``: an ALFWorld-like world small enough for
-dynamic programming, rendered as text with a tunable amount of lexical noise.
+It is the testbed of ``benchmarks/credit_assignment.py`` (through :mod:`envs.household.rollouts`):
+an ALFWorld-like world small enough for dynamic programming, rendered as text with a tunable amount
+of lexical noise.
 
 World (:class:`HouseTask`)
     ``n_rooms`` rooms joined by doors (a random spanning tree plus one random door, which may
@@ -495,22 +496,41 @@ class HouseMDP:
         return [Episode(states[i, :n], actions[i, :n], rewards[i, :n]) for i, n in enumerate(lengths)]
 
 
+class EpisodeRenderer:
+    """The texts of one episode of ``mdp``'s task at lexical noise ``noise`` (see the module docstring).
+
+    The per-episode instance numbers are drawn from ``rng`` on construction, each observation's
+    perturbations when it is rendered.
+    """
+
+    def __init__(self, mdp: HouseMDP, noise: float, rng: np.random.Generator) -> None:
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise must be in [0, 1], got {noise}")
+        self.mdp, self.noise, self.rng = mdp, noise, rng
+        task = mdp.task
+        entities = sorted({name for room in (*task.furniture, *task.items) for name in room})
+        self.numbers = {entity: int(rng.integers(2, 10)) if rng.random() < noise else 1 for entity in entities}
+
+    def observation(self, state: int, feedback: str | None) -> str:
+        """The observation of non-terminal latent state ``state`` after the previous command's ``feedback``."""
+        return _render_observation(self.mdp.task, self.mdp.states[state], feedback, self.numbers, self.noise, self.rng)
+
+    def command(self, command: Command) -> tuple[str, str]:
+        """``(text, feedback)`` of a command with this episode's labels, e.g. ``("take the mug 3 from ...", ...)``."""
+        labels = [_label(entity, self.numbers) for entity in command.entities]
+        return command.text.format(*labels), command.feedback.format(*labels)
+
+
 def render_episode(mdp: HouseMDP, episode: Episode, noise: float, rng: np.random.Generator) -> list[str]:
     """Observation texts ``s_t`` of an episode's steps, one per step, with lexical noise ``noise``.
 
     See the module docstring for the perturbations; ``noise`` is each one's probability.
     """
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be in [0, 1], got {noise}")
-    task = mdp.task
-    entities = sorted({name for room in (*task.furniture, *task.items) for name in room})
-    numbers = {entity: int(rng.integers(2, 10)) if rng.random() < noise else 1 for entity in entities}
-    texts = []
-    feedback = None
+    renderer = EpisodeRenderer(mdp, noise, rng)
+    texts, feedback = [], None
     for s, a in zip(episode.states, episode.actions):
-        texts.append(_render_observation(task, mdp.states[s], feedback, numbers, noise, rng))
-        command = mdp.commands[s][a]
-        feedback = command.feedback.format(*(_label(e, numbers) for e in command.entities))
+        texts.append(renderer.observation(s, feedback))
+        feedback = renderer.command(mdp.commands[s][a])[1]
     return texts
 
 

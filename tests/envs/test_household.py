@@ -1,13 +1,20 @@
-"""The household text MDP of ``benchmarks/text_mdp.py``: exact values, optimal policy, rendering."""
+"""The household text MDP (envs/household): exact values, policy, rendering, rollout batches, Gymnasium env."""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
-from envs.household.mdp import EMPTY, HouseMDP, HouseTask, Latent, render_episode, sample_task
+from envs import HOUSEHOLD
+from envs.household.env import HouseholdEnv
+from envs.household.mdp import EMPTY, Episode, HouseMDP, HouseTask, Latent, render_episode, sample_task
+from envs.household.rollouts import roll_out
+from rllib_proxmo.advantages import returns_to_go
 
 GAMMA = 0.9
 
@@ -169,3 +176,104 @@ def test_bad_input_is_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="noise"):
         render_episode(mdp, episode, 1.2, np.random.default_rng(0))
     assert mdp.states[mdp.start_state] == Latent(room=1, held=EMPTY)
+
+
+# --- rollout batches (envs/household/rollouts.py) ---------------------------------------------------
+
+
+def test_rollout_batches_carry_the_exact_values_of_their_steps():
+    batch = roll_out(5, tasks=3, episodes=4, horizon=9, epsilon_range=(0.2, 0.6), gamma=GAMMA)
+    assert roll_out(5, tasks=3, episodes=4, horizon=9, epsilon_range=(0.2, 0.6), gamma=GAMMA).t.tolist() == (
+        batch.t.tolist()
+    )
+    np.testing.assert_allclose(batch.returns, returns_to_go(batch.episode_id, batch.t, batch.reward, GAMMA))
+    first = 0
+    for group, (mdp, episodes) in enumerate(zip(batch.mdps, batch.episodes)):
+        assert 0.2 <= mdp.task.epsilon <= 0.6
+        values = mdp.exact_values(9, GAMMA)
+        for episode in episodes:
+            rows = slice(first, first + episode.states.size)
+            first += episode.states.size
+            assert set(batch.group_id[rows]) == {group} and batch.t[rows].tolist() == list(range(episode.states.size))
+            np.testing.assert_array_equal(batch.latent[rows], episode.states)
+            np.testing.assert_allclose(batch.value[rows], values.v[np.arange(episode.states.size), episode.states])
+            np.testing.assert_allclose(batch.true_advantage[rows], values.advantages(episode))
+            assert set(batch.success[rows]) == {episode.success}
+    assert first == batch.t.size == len(batch.texts(0.0, np.random.default_rng(0)))
+    np.testing.assert_allclose(batch.oracle, batch.returns - batch.value)
+    with pytest.raises(ValueError, match="epsilon_range"):
+        roll_out(0, tasks=1, episodes=1, horizon=3, epsilon_range=(0.5, 0.2))
+
+
+# --- the Gymnasium env (envs/household/env.py) --------------------------------------------------------
+
+
+def optimal_command(mdp: HouseMDP, state: int) -> int:
+    return next(a for a, c in enumerate(mdp.commands[state]) if mdp.distance[c.next_state] == mdp.distance[state] - 1)
+
+
+def test_household_env_passes_gymnasiums_checker():
+    env = gym.make(HOUSEHOLD, disable_env_checker=True, noise=0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert not caught, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_household_env_plays_the_mdp_and_reads_like_its_rendered_episodes(noise):
+    env = HouseholdEnv(max_steps=30, noise=noise)
+    obs, info = env.reset(seed=4, options={"task_id": 11})
+    mdp = env.mdp
+    assert info["task"] == mdp.task.description and info["task_type"] == (mdp.task.process or "pick")
+    texts, states, actions, rewards = [obs], [], [], []
+    while not info["won"]:
+        states.append(info["latent_state"])
+        actions.append(optimal_command(mdp, states[-1]))
+        assert len(info["admissible_actions"]) == len(mdp.commands[states[-1]])
+        obs, reward, terminated, truncated, info = env.step(info["admissible_actions"][actions[-1]])
+        texts.append(obs)
+        rewards.append(reward)
+        assert info["state"] == obs and not truncated
+    assert terminated and rewards[-1] == 1.0 and sum(rewards) == 1.0
+    assert len(states) == mdp.distance[mdp.start_state] and info["admissible_actions"] == []
+    assert texts[-1].startswith("You put the ")
+    # The observations before each command are the MDP's texts s_t of the same trajectory.
+    episode = Episode(np.array(states), np.array(actions), np.array(rewards))
+    assert texts[:-1] == render_episode(mdp, episode, noise, np.random.default_rng(4))
+    with pytest.raises(ValueError, match="call reset"):
+        env.step("look")
+
+
+def test_household_env_ignores_inadmissible_commands_and_truncates():
+    env = HouseholdEnv(max_steps=3)
+    obs, info = env.reset(seed=0, options={"task_id": 2})
+    for step in range(1, 4):
+        obs, reward, terminated, truncated, info = env.step("fly to the moon")
+        assert obs == "Nothing happens." and reward == 0.0 and info["step"] == step
+        assert info["latent_state"] == env.mdp.start_state and not terminated
+    assert truncated and info["admissible_actions"] == [] and not info["won"]
+
+
+def test_household_env_tasks_follow_the_task_id_and_the_seed():
+    env = HouseholdEnv()
+    first = env.reset(seed=1, options={"task_id": 5})
+    assert env.reset(seed=1, options={"task_id": 5}) == first  # group members start alike
+    drawn = env.reset(seed=9)[1]["task_id"]
+    assert env.reset(seed=9)[1]["task_id"] == drawn
+    replayed = env.reset(seed=3, options={"task_id": drawn})[1]
+    assert replayed["task_id"] == drawn and replayed["task"] == env.mdp.task.description
+    assert HouseMDP(sample_task(np.random.default_rng(drawn), 6)).task == env.mdp.task
+
+
+def test_household_env_refuses_bad_settings():
+    with pytest.raises(ValueError, match="n_rooms"):
+        HouseholdEnv(n_rooms=2)
+    with pytest.raises(ValueError, match="max_steps"):
+        HouseholdEnv(max_steps=0)
+    with pytest.raises(ValueError, match="noise"):
+        HouseholdEnv(noise=1.5)
+    with pytest.raises(ValueError, match="task_id"):
+        HouseholdEnv().reset(options={"task_id": -1})
+    with pytest.raises(ValueError, match="call reset"):
+        HouseholdEnv().step("look")
