@@ -19,8 +19,12 @@ Checks (in order):
 - ``learner_bf16``: one learner update with ``dtype="bfloat16"`` at lr 1e-6 on the
   GPU: share of the fp32 master weights that changed, parameter / optimizer /
   reference / shipped-weight dtypes.
-- ``sampler_gap``: slot (b) of the sampler work (``check_sampler_gap``).
-- ``env_runner_on_gpu``: slot (c) of the sampler work (``check_env_runner_on_gpu``).
+- ``sampler_gap``: 16 prompts x 32 sampled tokens on the GPU in fp32 and bf16 (runner
+  weights shipped from a learner module): max / mean |learner logp - sampler logp|,
+  new tokens/s, cut rate; fails when the fp32 gap exceeds 1e-3.
+- ``env_runner_on_gpu``: one ProxMO iteration with a remote env runner given
+  ``num_gpus_per_env_runner=1``: the runner's device and parameters are on CUDA and it
+  holds the learner's weights after the sync; tokens/s, cut rate, learner gap metrics.
 - ``alfworld_iteration``: one ProxMO iteration on generated ALFWorld games with the
   learner on the GPU; the ``proxmo`` time split of the result.
 - ``ddp_nccl``: two DDP learners over NCCL (needs >= 2 GPUs).
@@ -158,12 +162,107 @@ def check_learner_bf16(context: Context) -> dict[str, Any]:
 
 
 # ------------------------------------------------------- (b), (c) sampler work
-# SLOT (b): the sampler work registers `check_sampler_gap` here, as
-#   @check("sampler_gap", packages=(...))
-#   def check_sampler_gap(context: Context) -> dict[str, Any]: ...
-# SLOT (c): the sampler work registers `check_env_runner_on_gpu` here, as
-#   @check("env_runner_on_gpu", packages=(...))
-#   def check_env_runner_on_gpu(context: Context) -> dict[str, Any]: ...
+def _chat_prompts(tokenizer: Any, count: int) -> list[list[int]]:
+    """``count`` chat-formatted prompts of different lengths, as token ids."""
+    words = TINY_WORDS
+    texts = [" ".join(words[(3 * i) % len(words) :][: 5 + i % 7]) for i in range(count)]
+    chats = [
+        tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        for text in texts
+    ]
+    return [tokenizer(chat, add_special_tokens=False)["input_ids"] for chat in chats]
+
+
+@check("sampler_gap", packages=("ray",))
+def check_sampler_gap(context: Context) -> dict[str, Any]:
+    """|learner logp - sampler logp| on the GPU, fp32 and bf16 (runner weights shipped from the learner)."""
+    from rllib_proxmo.algorithm.torch.llm_rl_module import (
+        ATTENTION_MASK,
+        INPUT_IDS,
+        SCORED_TOKENS,
+        TOKEN_LOGP,
+        LLMRLModule,
+    )
+    from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
+
+    figures: dict[str, Any] = {}
+    for dtype in ("float32", "bfloat16"):
+        config = {"model_name_or_path": context.model_dir, "dtype": dtype, "temperature": 1.0}
+        learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
+        runner = LLMRLModule(model_config=config, inference_only=True).to("cuda")
+        runner.set_state(learner.get_state(inference_only=True))
+        engine = HFEngine(runner.model, runner.tokenizer)
+        prompts = _chat_prompts(runner.tokenizer, 16)
+        start = time.perf_counter()
+        generations = engine.generate(prompts, SamplingParams(max_new_tokens=32, temperature=1.0, seed=0))
+        torch.cuda.synchronize()
+        generate_s = time.perf_counter() - start
+        gaps = []
+        for prompt, generation in zip(prompts, generations):
+            ids = torch.tensor([list(prompt) + list(generation.token_ids)], device="cuda")
+            batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
+            with torch.no_grad():
+                learner_logp = learner._forward(batch)[TOKEN_LOGP][0].float().cpu()
+            gaps.append((learner_logp - torch.tensor(generation.logprobs)).abs())
+        gaps = torch.cat(gaps)
+        figures[f"{dtype}_gap_max"] = float(gaps.max())
+        figures[f"{dtype}_gap_mean"] = float(gaps.mean())
+        figures[f"{dtype}_new_tokens_per_s"] = sum(len(g.token_ids) for g in generations) / generate_s
+        figures[f"{dtype}_cut_rate"] = sum(not g.stopped for g in generations) / len(generations)
+    figures["stop_token_ids"] = list(engine.stop_token_ids)
+    if figures["float32_gap_max"] > 1e-3:
+        raise AssertionError(f"fp32 sampler and learner disagree: {figures}")
+    return figures
+
+
+@check("env_runner_on_gpu", packages=("ray",))
+def check_env_runner_on_gpu(context: Context) -> dict[str, Any]:
+    """A remote env runner with num_gpus_per_env_runner=1 samples on the GPU and holds the learner's weights."""
+    import ray
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+
+    from rllib_proxmo.experiments.runtime import start_ray
+
+    start_ray(num_cpus=3, num_gpus=1)
+    try:
+        config = (
+            _learner_config(context, max_new_tokens=16, temperature=1.0)
+            .environment("tests.text_env:TextGuess-v0", env_config={"code_length": 2})
+            .env_runners(num_env_runners=1, num_gpus_per_env_runner=1)
+            .training(group_size=4, tasks_per_iteration=2, llm_env_config={"require_think": False})
+            .debugging(seed=0)
+        )
+        algo = config.build_algo()
+        try:
+            result = algo.train()
+
+            def placement(runner: Any) -> tuple[str, str, dict]:
+                state = runner.module.get_state(inference_only=True)
+                return str(runner.device), str(next(runner.module.parameters()).device), state
+
+            [(device, parameter_device, runner_state)] = algo.env_runner_group.foreach_env_runner(
+                placement, local_env_runner=False
+            )
+            component = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}"
+            learner_state = algo.learner_group.get_state(components=component, inference_only=True)
+            weights = learner_state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    same = all(torch.equal(runner_state[name], value) for name, value in weights.items())
+    learner = result["learners"][DEFAULT_MODULE_ID]
+    figures = {
+        "runner_device": device,
+        "runner_parameter_device": parameter_device,
+        "runner_holds_learner_weights": same,
+        "generated_tokens_per_s": result["proxmo"]["generated_tokens_per_s"],
+        "response_cut_rate": result["env_runners"]["response_cut_rate"],
+        **{key: learner[key] for key in ("sampler_logp_gap_max", "sampler_logp_gap_mean") if key in learner},
+    }
+    if not device.startswith("cuda") or not parameter_device.startswith("cuda") or not same:
+        raise AssertionError(f"the env runner is not sampling on the GPU with the learner's weights: {figures}")
+    return figures
 
 
 # ------------------------------------------------------- (d) ALFWorld iteration
