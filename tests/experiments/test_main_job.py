@@ -9,9 +9,11 @@ start-up output.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
+from logging.handlers import BufferingHandler
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from envs import ALFWORLD_TASK_TYPES
 from rllib_proxmo.experiments.main_job import build_config, iterations_to_plan, parse_args, progress_line, train
 from rllib_proxmo.experiments.plots import plot_learning_curve
 from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
+from rllib_proxmo.experiments.runtime import quiet_framework_output
 from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import DEFAULT_BUTTONS
@@ -188,6 +191,28 @@ def test_help_is_printed_without_importing_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert out.startswith("usage: python -m rllib_proxmo.train") and "--checkpoint-artifact-max-mb" in out
+
+
+def test_framework_notices_are_dropped_by_logger_and_message_and_errors_always_pass():
+    import transformers.utils.logging as hf_logging
+
+    quiet_framework_output()
+    quiet_framework_output()  # idempotent: one filter per logger
+    assert os.environ[PROGRESS_BARS] == "1" and not hf_logging.is_progress_bar_enabled()
+    logger = logging.getLogger("ray.tune.utils.util")
+    assert len(logger.filters) == 1
+    kept = BufferingHandler(capacity=100)
+    logger.addHandler(kept)
+    try:
+        logger.warning("Install gputil for GPU system monitoring.")
+        logger.error("Install gputil for GPU system monitoring.")
+        logger.warning("Install gputil for GPU system monitoring. Or something new.")
+    finally:
+        logger.removeHandler(kept)
+    assert [(r.levelname, r.getMessage()) for r in kept.buffer] == [
+        ("ERROR", "Install gputil for GPU system monitoring."),
+        ("WARNING", "Install gputil for GPU system monitoring. Or something new."),
+    ]
 
 
 @pytest.mark.slow
