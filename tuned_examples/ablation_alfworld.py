@@ -19,7 +19,7 @@ iteration, ``benchmarks/iteration.py``), so 12 trials take over an hour on 2 cor
 """
 
 from envs import ALFWORLD
-from rllib_proxmo.experiments.tune_runner import Experiment, main
+from rllib_proxmo.experiments.tune_cli import Experiment, main
 
 EXPERIMENT = Experiment(
     name="proxmo-ablation-alfworld",

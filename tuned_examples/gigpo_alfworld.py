@@ -22,7 +22,7 @@ cores (ALFWorld: ~163 s per iteration measured by ``benchmarks/iteration.py``).
 """
 
 from envs import ALFWORLD
-from rllib_proxmo.experiments.tune_runner import Experiment, main
+from rllib_proxmo.experiments.tune_cli import Experiment, main
 
 EXPERIMENT = Experiment(name="gigpo-alfworld", env=ALFWORLD, estimators=("gigpo",), description=__doc__)
 

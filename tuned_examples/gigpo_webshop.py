@@ -23,7 +23,7 @@ not measured (an ALFWorld iteration of this size takes ~163 s on 2 cores,
 """
 
 from envs import WEBSHOP
-from rllib_proxmo.experiments.tune_runner import Experiment, main
+from rllib_proxmo.experiments.tune_cli import Experiment, main
 
 EXPERIMENT = Experiment(name="gigpo-webshop", env=WEBSHOP, estimators=("gigpo",), description=__doc__)
 

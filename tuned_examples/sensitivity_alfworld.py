@@ -23,7 +23,7 @@ CPU variant (``--cpu``): SmolLM2-135M, 12 generated games, 2 tasks x 4 rollouts,
 import argparse
 
 from envs import ALFWORLD
-from rllib_proxmo.experiments.tune_runner import Experiment, main
+from rllib_proxmo.experiments.tune_cli import Experiment, main
 
 GRIDS = {
     "alpha": (1.0, 2.0, 4.0, 8.0, 16.0),
@@ -45,14 +45,20 @@ def experiment(sweep: str) -> Experiment:
     )
 
 
-def split_sweep(argv: list[str] | None = None) -> tuple[str, list[str] | None]:
-    """``--sweep`` and the remaining arguments (the experiment's own command line)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--sweep", choices=sorted(GRIDS), required=True)
-    known, rest = parser.parse_known_args(argv)
-    return known.sweep, rest
+#: The script's own flag, added to the experiment's parser (so ``--help`` lists it).
+SWEEP_PARSER = argparse.ArgumentParser(add_help=False)
+SWEEP_PARSER.add_argument("--sweep", choices=sorted(GRIDS), required=True, help="the hyperparameter to sweep")
+
+
+def chosen_sweep(argv: list[str] | None = None) -> str | None:
+    """The ``--sweep`` value of the command line, None when it is missing or invalid."""
+    lenient = argparse.ArgumentParser(add_help=False)
+    lenient.add_argument("--sweep")
+    sweep = lenient.parse_known_args(argv)[0].sweep
+    return sweep if sweep in GRIDS else None
 
 
 if __name__ == "__main__":
-    sweep, rest = split_sweep()
-    main(experiment(sweep), rest)
+    # Without a valid --sweep the full parser prints --help (exit 0) or refuses the command line (exit 2)
+    # before the placeholder experiment could run.
+    main(experiment(chosen_sweep() or sorted(GRIDS)[0]), parents=[SWEEP_PARSER])

@@ -1,33 +1,26 @@
-"""Shared machinery of the paper's experiment scripts in ``tuned_examples/``.
+"""Shared machinery of the paper's experiment scripts in ``tuned_examples/``: configs, Tune, MLflow.
 
-Every script describes one :class:`Experiment` (environment, estimators, an optional
-hyperparameter grid) and calls :func:`main`. The command line is RLlib's example
-convention (:func:`ray.rllib.examples.utils.add_rllib_example_script_args`:
-``--stop-iters``, ``--num-env-runners``, ``--num-learners``, ``--no-tune``, ...) plus:
-
-- ``--cpu``: the CPU-sized variant (embedded SmolLM2-135M, generated games or
-  catalogue, 2 tasks x 4 rollouts, 3 turns of at most 32 new tokens, 2 iterations)
-  instead of the paper's GPU settings (``docs/design.md`` §6: 16 tasks x 8 rollouts,
-  150 iterations, at most 50 / 15 steps, responses of at most 512 tokens);
-- ``--model``: Hugging Face id, local directory or embedded alias;
-- ``--seeds``: the seeds every grid point is run with;
-- ``--tracking-uri`` / ``--experiment-name`` / ``--checkpoint-artifact-max-mb`` /
-  ``--no-mlflow``: the MLflow store every Tune trial is recorded in, one run per trial,
-  exactly as the main job records its run (:class:`MLflowTracking`,
-  :mod:`rllib_proxmo.experiments.tracking`).
+A script's command line is parsed by :mod:`rllib_proxmo.experiments.tune_cli` (its
+:class:`~rllib_proxmo.experiments.tune_cli.Experiment`, flags and ``main``), which
+imports this module, and with it Ray, torch and MLflow, only once the arguments are
+known; :func:`run` then executes them.
 
 With Tune, estimators x grid values x seeds become one ``tune.grid_search`` each and
 run through :func:`ray.rllib.examples.utils.run_rllib_example_script_experiment`
 (stop criterion: ``--stop-iters`` iterations, or ``--stop-success`` training
-success rate; ``--as-test`` checks it reached ``--stop-reward``). That helper fits
+success rate; ``--as-test`` checks it reached ``--stop-reward``), which reads the
+parsed flags over RLlib's example-script defaults
+(:func:`~rllib_proxmo.experiments.tune_cli.rllib_namespace`). That helper fits
 text LLM envs with two adjustments made here: Ray is started first with the
 repository on the workers' ``PYTHONPATH`` (the helper's own ``ray.init`` is then a
 no-op), and the stop criteria are passed explicitly (its default stops on
 ``episode_return_mean``, which ProxMO results do not carry). With ``--no-tune`` the
-grid points run one after the other and nothing is logged to MLflow.
+grid points run one after the other and nothing is logged to MLflow. Every Tune
+trial is recorded in MLflow as the main job records its run (:class:`MLflowTracking`,
+:mod:`rllib_proxmo.experiments.tracking`).
 
-The paper's prompt limits (2048 / 4096 tokens) are not applied: the policy module
-has no prompt-length setting; the history of 2 turns and the invalid-format penalty
+The paper's prompt limits (2048 / 4096 tokens) apply at paper scale
+(``Scale.prompt_limit``); the history of 2 turns and the invalid-format penalty
 0.1 are the LLM wrappers' defaults.
 """
 
@@ -36,21 +29,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import ray
 from ray import tune
-from ray.rllib.examples.utils import add_rllib_example_script_args, run_rllib_example_script_experiment
+from ray.rllib.examples.utils import run_rllib_example_script_experiment
 from ray.tune.experiment import Trial
 
-from envs import WEBSHOP
-from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
-from rllib_proxmo.experiments.cli import add_tracking_arguments
 from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
-from rllib_proxmo.experiments.scale import CPU, EVALUATION_SPLITS, PAPER, Scale, env_configs
+from rllib_proxmo.experiments.scale import Scale, env_configs
 from rllib_proxmo.experiments.tables import history_row
 from rllib_proxmo.experiments.tracking import (
     RunTracker,
@@ -59,82 +48,20 @@ from rllib_proxmo.experiments.tracking import (
     run_tags,
     write_run_files,
 )
+from rllib_proxmo.experiments.tune_cli import Experiment, parse_args, rllib_namespace
 
-#: Training settings a grid may sweep: the credit-assignment hyperparameters (MLflow tags of every run).
-SWEEPABLE = ADVANTAGE_HYPERPARAMETERS
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One experiment of the paper: an environment, estimators and an optional grid.
-
-    Attributes:
-        name: Default MLflow experiment name.
-        env: ``"ALFWorld-v0"`` or ``"WebShop-v0"``.
-        estimators: Estimators compared (``ProxMOConfig.training(estimator=...)``).
-        grid: Training settings swept (one ``tune.grid_search`` each), e.g.
-            ``{"alpha": [1.0, 2.0, 4.0]}``.
-        seeds: Default ``--seeds``.
-        description: What the script reproduces, its hardware and time (the
-            script's docstring); shown by ``--help``.
-    """
-
-    name: str
-    env: str
-    estimators: tuple[str, ...]
-    grid: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.env not in EVALUATION_SPLITS:
-            raise ValueError(f"env must be one of {sorted(EVALUATION_SPLITS)}, got {self.env!r}")
-        if not self.estimators:
-            raise ValueError(f"experiment {self.name!r} names no estimator")
-        unknown = sorted(set(self.grid) - set(SWEEPABLE))
-        if unknown:
-            raise ValueError(f"grid keys {unknown} are not sweepable; choose from {list(SWEEPABLE)}")
-
-
-def make_parser(experiment: Experiment) -> argparse.ArgumentParser:
-    """RLlib's example-script arguments plus this project's (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        description=experiment.description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_rllib_example_script_args(parser, default_reward=1.0)
-    parser.set_defaults(stop_iters=None)
-    parser.add_argument("--cpu", action="store_true", help="CPU-sized variant (SmolLM2-135M, generated data)")
-    parser.add_argument("--model", help=f"model id, directory or alias (default {PAPER.model}; --cpu: {CPU.model})")
-    parser.add_argument("--data-dir", help="ALFWorld / WebShop data folder of the paper-scale run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(experiment.seeds))
-    parser.add_argument("--estimators", nargs="+", default=list(experiment.estimators), help="estimators to compare")
-    parser.add_argument(
-        "--stop-success", type=float, help="also stop a trial once its training success rate reaches this"
-    )
-    parser.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
-    add_tracking_arguments(parser.add_argument_group("MLflow tracking of every Tune trial"), experiment.name)
-    return parser
-
-
-def parse_args(experiment: Experiment, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; the scale-dependent defaults are filled in.
-
-    Raises ``SystemExit`` (argparse's error) for a WebShop paper run without
-    ``--data-dir`` (the real catalogue is not shipped) and for ``--as-test`` with
-    ``--no-tune``.
-    """
-    parser = make_parser(experiment)
-    args = parser.parse_args(argv)
-    scale = CPU if args.cpu else PAPER
-    args.scale = scale
-    args.model = args.model or scale.model
-    if args.stop_iters is None:
-        args.stop_iters = scale.iterations
-    if experiment.env == WEBSHOP and not args.cpu and args.data_dir is None:
-        parser.error("the paper-scale WebShop run needs --data-dir (folder of the original WebShop JSON files)")
-    if args.no_tune and args.as_test:
-        parser.error("--as-test needs Tune (drop --no-tune)")
-    return args
+__all__ = [
+    "Experiment",
+    "MLflowTracking",
+    "apply_point",
+    "build_config",
+    "grid_points",
+    "parse_args",
+    "run",
+    "search_space",
+    "stop_criteria",
+    "tracking_callbacks",
+]
 
 
 def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConfig:
@@ -301,6 +228,7 @@ def run(experiment: Experiment, args: argparse.Namespace) -> Any:
     """
     quiet_framework_output()
     config = build_config(experiment, args)
+    rllib_args = rllib_namespace(args)
     point_configs = [apply_point(config.copy(copy_frozen=False), point) for point in grid_points(experiment, args)]
     for point_config in point_configs:
         point_config.validate()
@@ -310,20 +238,16 @@ def run(experiment: Experiment, args: argparse.Namespace) -> Any:
         for point, point_config in zip(grid_points(experiment, args), point_configs):
             print(f"--no-tune: {point}")
             results.append(
-                run_rllib_example_script_experiment(point_config, args, stop=stop_criteria(args), keep_ray_up=True)
+                run_rllib_example_script_experiment(
+                    point_config, rllib_args, stop=stop_criteria(args), keep_ray_up=True
+                )
             )
         ray.shutdown()
         return results
     return run_rllib_example_script_experiment(
         search_space(experiment, args, config),
-        args,
+        rllib_args,
         stop=stop_criteria(args),
         success_metric={"env_runners/success_rate": args.stop_reward},
         tune_callbacks=tracking_callbacks(args),
     )
-
-
-def main(experiment: Experiment, argv: Sequence[str] | None = None) -> Any:
-    """Parse the command line (before any env exists: the ALFWorld stack rewrites
-    ``sys.argv``) and run the experiment."""
-    return run(experiment, parse_args(experiment, argv))

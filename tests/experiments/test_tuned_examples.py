@@ -9,8 +9,11 @@ and reads the trials back from the MLflow store (and renders the report from it)
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,12 +22,14 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from envs import ALFWORLD
+from envs import ALFWORLD, WEBSHOP
 from envs.alfworld.env import ALFWorldEnv
 from envs.webshop.env import WebShopEnv
+from rllib_proxmo.experiments import tune_cli
 from rllib_proxmo.experiments import tune_runner as experiments
 from rllib_proxmo.experiments.report import build_report
-from rllib_proxmo.experiments.tune_runner import WEBSHOP, Experiment
+from rllib_proxmo.experiments.scale import CPU, PAPER
+from rllib_proxmo.experiments.tune_cli import Experiment
 from rllib_proxmo.testing import build_tiny_chat_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +85,7 @@ def test_script_parses_and_builds_valid_configs_for_every_grid_point(script, cpu
         inspect.signature(ENV_CLASSES[experiment.env]).bind(**config.env_config)
         if config.evaluation_interval:
             inspect.signature(ENV_CLASSES[experiment.env]).bind(**config.evaluation_config["env_config"])
-        scale = experiments.CPU if cpu else experiments.PAPER
+        scale = CPU if cpu else PAPER
         assert args.stop_iters == scale.iterations
         assert config.model_config["model_name_or_path"] == scale.model
         assert (config.tasks_per_iteration, config.group_size) == (scale.tasks_per_iteration, scale.group_size)
@@ -120,10 +125,11 @@ def test_command_line_overrides_and_search_space():
 
 def test_sensitivity_sweeps_one_hyperparameter_with_the_others_at_the_optimum():
     module = _load(REPO / "tuned_examples" / "sensitivity_alfworld.py")
-    sweep, rest = module.split_sweep(["--sweep", "tau", "--cpu", "--seeds", "0"])
-    assert sweep == "tau" and rest == ["--cpu", "--seeds", "0"]
-    experiment = module.experiment(sweep)
-    args = experiments.parse_args(experiment, rest)
+    argv = ["--cpu", "--sweep", "tau", "--seeds", "0"]
+    assert module.chosen_sweep(argv) == "tau" and module.chosen_sweep(["--sweep", "gamma"]) is None
+    experiment = module.experiment("tau")
+    args = experiments.parse_args(experiment, argv, parents=[module.SWEEP_PARSER])
+    assert args.sweep == "tau" and args.seeds == [0]
     points = experiments.grid_points(experiment, args)
     assert [point["tau"] for point in points] == list(module.GRIDS["tau"])
     config = experiments.build_config(experiment, args)
@@ -147,6 +153,66 @@ def test_bad_input_is_refused_with_a_clear_message(capsys):
     assert not ray.is_initialized()
 
 
+#: Scripts that show user code (an env class beside ProxMOConfig) and may import the framework at the top.
+USER_CODE_EXAMPLES = {"custom_text_env"}
+
+
+def test_every_script_prints_help_without_importing_ray_or_torch():
+    # All scripts at once, one interpreter each: every --help exits 0, the experiment scripts (and the PSA
+    # search) before Ray, torch or MLflow is imported.
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = [sys.argv[1], '--help']\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as stop:\n    code = stop.code\n"
+        "print('EXIT', code, *sorted(name for name in ('ray', 'torch', 'mlflow') if name in sys.modules))\n"
+    )
+    scripts = sorted((REPO / "tuned_examples").glob("*.py"))
+    running = {
+        path.stem: subprocess.Popen(
+            [sys.executable, "-c", probe, str(path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for path in scripts
+    }
+    for name, process in running.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (name, err[-2000:])
+        assert out.startswith("usage:") and "--help" in out, name
+        heavy = set(out.rstrip().splitlines()[-1].split()[2:])
+        assert out.rstrip().splitlines()[-1].startswith("EXIT 0"), (name, out[-300:])
+        assert not heavy or name in USER_CODE_EXAMPLES, (name, heavy)
+    sensitivity = running["sensitivity_alfworld"].args
+    assert "--sweep" in subprocess.run(sensitivity, cwd=REPO, capture_output=True, text=True).stdout
+
+
+def test_rllib_flags_keep_rllib_names_and_defaults():
+    from ray.rllib.examples.utils import add_rllib_example_script_args
+
+    rllib = vars(add_rllib_example_script_args(argparse.ArgumentParser(), default_reward=1.0).parse_args([]))
+    for flag, keywords in tune_cli.RLLIB_FLAGS:
+        name = flag.removeprefix("--").replace("-", "_")
+        assert name in rllib, flag
+        if flag != "--stop-iters":  # its default is the scale's number of iterations
+            assert keywords.get("default", False) == rllib[name], flag
+    experiment = Experiment(name="x", env=ALFWORLD, estimators=("proxmo",))
+    args = experiments.parse_args(experiment, ["--cpu", "--num-learners", "2"])
+    merged = tune_cli.rllib_namespace(args)
+    assert set(vars(merged)) == set(rllib) | set(vars(args))
+    assert (merged.num_learners, merged.stop_iters, merged.algo, merged.evaluation_interval) == (2, 2, "PPO", 0)
+
+
+def test_rllib_flags_that_do_not_apply_are_refused(capsys):
+    experiment = Experiment(name="x", env=ALFWORLD, estimators=("proxmo",))
+    for argv in (["--algo", "PPO"], ["--evaluation-interval", "3"], ["--wandb-key", "k"]):
+        with pytest.raises(SystemExit):
+            experiments.parse_args(experiment, argv)
+        assert "unrecognized arguments" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("env_id", [ALFWORLD, WEBSHOP])
 def test_cpu_variant_envs_are_built_from_their_config(env_id):
     experiment = Experiment(name="x", env=env_id, estimators=("proxmo",))
@@ -165,7 +231,7 @@ def test_tune_runs_two_trials_that_log_to_mlflow(tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     experiment = _load(REPO / "tuned_examples" / "proxmo_alfworld.py").EXPERIMENT
     argv = ["--cpu", "--model", str(model), "--seeds", "0", "1", "--stop-iters", "1", "--tracking-uri", store]
-    results = experiments.main(experiment, argv)
+    results = tune_cli.main(experiment, argv)
     assert len(results) == 2 and not results.errors
 
     client = MlflowClient(tracking_uri=store)
