@@ -4,8 +4,9 @@ A chest is shut by a button lock. The task sentence names the code, a
 sequence of ``code_length`` button colours; the agent must press the buttons
 in that order. A right press sets one more button, a wrong press jams the lock
 and ends the episode, the last right press opens the chest (reward 1, won).
-``look`` and ``help`` describe the game without changing it; the no-op
-command ``""`` prints "Nothing happens.". Every command counts as a step and
+``look`` and ``help`` describe the game without changing it; any other command
+(the no-op ``""`` among them) prints "Nothing happens.", as ALFWorld does, so
+every string of the action space is a valid action. Every command counts as a step and
 the episode is truncated after ``max_steps`` steps. So exactly one sequence of
 button presses wins, and ``look``/``help``/no-op steps only cost time.
 
@@ -120,14 +121,9 @@ class TextGuessEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._over:
             raise ValueError("the TextGuess episode is over (or never started); call reset()")
-        if action != self.noop_action and action not in self.admissible_actions():
-            raise ValueError(
-                f"inadmissible TextGuess command {action!r}; admissible: {self.admissible_actions()} "
-                f"or the no-op {self.noop_action!r}"
-            )
         self._steps += 1
         won = terminated = False
-        if action == self.noop_action:
+        if action not in self.admissible_actions():
             obs = "Nothing happens."
         elif action == "look":
             obs = f"The chest is locked. {self._progress} of {self.code_length} buttons are set."

@@ -34,7 +34,9 @@ from rllib_proxmo.testing import build_tiny_chat_model
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(
-    path for path in (REPO / "tuned_examples").glob("*.py") if path.name not in {"psa_similarity_search.py"}
+    path
+    for path in (REPO / "tuned_examples").glob("*.py")
+    if path.name not in {"psa_similarity_search.py", "custom_text_env.py"}  # not Experiment scripts
 )
 ENV_CLASSES = {ALFWORLD: ALFWorldEnv, WEBSHOP: WebShopEnv}
 
