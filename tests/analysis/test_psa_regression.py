@@ -1,8 +1,8 @@
 """Tests of PSA's baseline as a regressor (rllib_proxmo.analysis.psa_regression) and of its Tune search."""
 
-import argparse
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -270,9 +270,12 @@ def test_evaluate_folds_agrees_with_scikit_learn_grid_search():
     search = GridSearchCV(
         PSABaselineRegressor(), {"tau": [0.05, 1.0]}, cv=folds, scoring="neg_mean_squared_error", error_score="raise"
     ).fit(X, y)
+    mse = {tau: evaluate_folds(PSABaselineRegressor(tau=tau), X, y, folds).mse for tau in (0.05, 1.0)}
     for tau, score in zip(search.cv_results_["param_tau"], search.cv_results_["mean_test_score"]):
-        assert -score == pytest.approx(evaluate_folds(PSABaselineRegressor(tau=tau), X, y, folds).mse, rel=1e-12)
-    assert isinstance(search.best_estimator_, PSABaselineRegressor)
+        assert -score == pytest.approx(mse[tau], rel=1e-12)
+    best = min(mse, key=mse.get)
+    assert search.best_params_ == {"tau": best}  # refitted on all rows with the best tau
+    np.testing.assert_array_equal(search.predict(X), PSABaselineRegressor(tau=best).fit(X, y).predict(X))
 
 
 def test_scikit_learn_estimator_conventions():
@@ -286,8 +289,9 @@ def test_scikit_learn_estimator_conventions():
             estimator.predict(HAND_TEST)
         assert estimator.fit(HAND_TRAIN, HAND_RETURNS) is estimator
         assert clone(estimator).get_params() == estimator.get_params()
-    model = PSABaselineRegressor().set_params(tau=2.0, psa_scope="group")
-    assert model.get_params()["tau"] == 2.0 and model.get_params()["psa_scope"] == "group"
+    # set_params reaches the fit: tau = inf over the group predicts the group mean.
+    model = PSABaselineRegressor().set_params(tau=math.inf, psa_scope="group").fit(HAND_TRAIN, HAND_RETURNS)
+    assert model.predict(HAND_TEST)[0] == pytest.approx(HAND_RETURNS.mean())
 
 
 @pytest.mark.parametrize(
@@ -407,4 +411,6 @@ def test_cli_refuses_contradictory_options():
         script.parse_args(["--synthetic", "--num-samples", "5"])  # the grid runs each point once
     with pytest.raises(SystemExit):
         script.parse_args(["--synthetic", "--rollouts", "x.parquet"])
-    assert isinstance(script.parse_args(["--rollouts", "x.parquet"]), argparse.Namespace)
+    grid = script.parse_args(["--rollouts", "x.parquet"])
+    assert grid.rollouts == Path("x.parquet") and not grid.synthetic and grid.num_samples == 1
+    assert script.parse_args(["--synthetic", "--search", "random"]).num_samples == 40
