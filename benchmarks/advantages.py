@@ -33,7 +33,9 @@ import tracemalloc
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from rllib_proxmo.advantages import advantage_diagnostics, compute_advantages, returns_to_go
+from rllib_proxmo.advantages import AdvantageConfig, advantage_diagnostics, compute_advantages, returns_to_go
+
+PAPER = AdvantageConfig()
 
 RECEPTACLES = [
     "cabinet",
@@ -136,7 +138,7 @@ def alfworld_like_batch(num_tasks: int, rollouts: int, max_len: int, min_len: in
     return {k: (v if k == "state" else np.asarray(v)) for k, v in cols.items()}
 
 
-def release_layout_proxmo(batch: dict, tau: float = 0.1, gamma: float = 0.95) -> np.ndarray:
+def release_layout_proxmo(batch: dict, tau: float = PAPER.tau, gamma: float = PAPER.gamma) -> np.ndarray:
     """The step term as the release lays it out: one B x B matrix, a Python loop per row."""
     vectors = TfidfVectorizer(max_features=1024).fit_transform(batch["state"])
     similarity = (vectors @ vectors.T).toarray()

@@ -65,8 +65,10 @@ import numpy as np
 from scipy import stats
 
 from envs.household.mdp import ROOM_NAMES
-from envs.household.rollouts import roll_out
-from rllib_proxmo.advantages import compute_advantages_with_diagnostics
+from envs.household.rollouts import DEFAULT_EPSILON_RANGE, DEFAULT_ROOMS, roll_out
+from rllib_proxmo.advantages import AdvantageConfig, compute_advantages_with_diagnostics
+
+PAPER = AdvantageConfig()
 
 # label -> keyword arguments of compute_advantages
 ESTIMATORS: dict[str, dict[str, str]] = {
@@ -232,18 +234,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=16, help="task groups K per batch")
     parser.add_argument("--episodes", type=int, default=8, help="episodes N per task group")
     parser.add_argument("--horizon", type=int, default=15, help="step limit H of an episode")
-    parser.add_argument("--rooms", type=int, default=6, help="rooms per house")
+    parser.add_argument("--rooms", type=int, default=DEFAULT_ROOMS, help="rooms per house")
     parser.add_argument(
         "--epsilon-range",
         type=float,
         nargs=2,
-        default=(0.3, 0.9),
+        default=DEFAULT_EPSILON_RANGE,
         metavar=("LOW", "HIGH"),
         help="each task's exploration rate is drawn uniformly from [LOW, HIGH]",
     )
-    parser.add_argument("--gamma", type=float, default=0.95, help="discount of returns and exact values")
-    parser.add_argument("--tau", type=float, default=0.1, help="PSA softmax temperature (paper: 0.1)")
-    parser.add_argument("--omega", type=float, default=1.0, help="weight of the step-level term (paper: 1)")
+    parser.add_argument("--gamma", type=float, default=PAPER.gamma, help="discount of returns and exact values")
+    parser.add_argument("--tau", type=float, default=PAPER.tau, help="PSA softmax temperature (default: the paper's)")
+    parser.add_argument("--omega", type=float, default=PAPER.omega, help="weight of the step-level term (paper's)")
     parser.add_argument(
         "--noise",
         type=parse_noise,

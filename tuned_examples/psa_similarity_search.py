@@ -47,6 +47,7 @@ import pandas as pd
 
 from envs.household.rollouts import roll_out
 from rllib_proxmo.analysis.psa_regression import (
+    PAPER,
     CrossValidation,
     ExactMatchRegressor,
     PSABaselineRegressor,
@@ -56,7 +57,7 @@ from rllib_proxmo.analysis.psa_regression import (
 )
 from rllib_proxmo.analysis.rollout_files import load_rollouts, save_rollouts
 
-PAPER_TAU = 0.1
+PAPER_TAU = PAPER.tau
 TAU_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 TAU_RANGE = (1e-3, 10.0)
 VALUE_COLUMN = "true_value"  # V_t(s_t) of the synthetic rollouts' policy
@@ -300,7 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="trials of the random search (default 40); the grid runs each point once",
     )
     parser.add_argument("--cv-folds", type=int, default=5, help="folds over episodes (default 5)")
-    parser.add_argument("--gamma", type=float, default=0.95, help="discount of the returns-to-go (paper: 0.95)")
+    parser.add_argument(
+        "--gamma", type=float, default=PAPER.gamma, help=f"discount of the returns-to-go (paper: {PAPER.gamma})"
+    )
     parser.add_argument(
         "--storage-path",
         type=str,

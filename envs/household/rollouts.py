@@ -17,7 +17,11 @@ import numpy as np
 
 from envs.household.mdp import Episode, HouseMDP, render_episode, sample_task
 
-__all__ = ["RolloutBatch", "roll_out"]
+__all__ = ["DEFAULT_EPSILON_RANGE", "DEFAULT_ROOMS", "RolloutBatch", "roll_out"]
+
+DEFAULT_ROOMS = 6
+#: Each task's exploration rate is drawn uniformly from this range: task groups differ in success rate.
+DEFAULT_EPSILON_RANGE = (0.3, 0.9)
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,9 @@ def roll_out(
     tasks: int,
     episodes: int,
     horizon: int,
-    rooms: int = 6,
-    epsilon_range: tuple[float, float] = (0.3, 0.9),
-    gamma: float = 0.95,
+    gamma: float,
+    rooms: int = DEFAULT_ROOMS,
+    epsilon_range: tuple[float, float] = DEFAULT_EPSILON_RANGE,
 ) -> RolloutBatch:
     """Sample ``tasks`` tasks and ``episodes`` episodes of each, with exact values.
 

@@ -63,7 +63,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.validation import check_is_fitted
 
-from rllib_proxmo.advantages import check_scope, returns_to_go
+from rllib_proxmo.advantages import AdvantageConfig, check_scope, returns_to_go
 from rllib_proxmo.advantages.batch import (
     as_finite_column,
     as_int_column,
@@ -77,6 +77,7 @@ __all__ = [
     "FROM_CANDIDATES",
     "FROM_GLOBAL_MEAN",
     "FROM_GROUP_MEAN",
+    "PAPER",
     "STEP_COLUMNS",
     "CrossValidation",
     "ExactMatchRegressor",
@@ -91,6 +92,8 @@ logger = logging.getLogger(__name__)
 
 STEP_COLUMNS = ("group_id", "episode_id", "t", "state")
 """Columns of ``X`` every regressor here reads (plus ``iteration`` when present)."""
+
+PAPER = AdvantageConfig()  # the paper's tau, psa_scope and gamma: the defaults here
 
 FROM_CANDIDATES, FROM_GROUP_MEAN, FROM_GLOBAL_MEAN = 0, 1, 2
 """Values of :attr:`PredictionReport.source`: how a step's prediction was made."""
@@ -141,7 +144,7 @@ def _read_targets(y, n: int) -> np.ndarray:
     return as_finite_column("y", y)
 
 
-def step_returns(X, gamma: float = 0.95) -> np.ndarray:
+def step_returns(X, gamma: float = PAPER.gamma) -> np.ndarray:
     """Discounted return-to-go ``R_t = sum_{k>=t} gamma**(k-t) r_k`` of every row of ``X``.
 
     Args:
@@ -310,8 +313,8 @@ class PSABaselineRegressor(_CandidateRegressor):
 
     def __init__(
         self,
-        tau: float = 0.1,
-        psa_scope: str = "same_step",
+        tau: float = PAPER.tau,
+        psa_scope: str = PAPER.psa_scope,
         ngram_range: tuple[int, int] = (1, 1),
         sublinear_tf: bool = False,
         min_df: float | int = 1,

@@ -201,7 +201,7 @@ def test_rollout_batches_carry_the_exact_values_of_their_steps():
     assert first == batch.t.size == len(batch.texts(0.0, np.random.default_rng(0)))
     np.testing.assert_allclose(batch.oracle, batch.returns - batch.value)
     with pytest.raises(ValueError, match="epsilon_range"):
-        roll_out(0, tasks=1, episodes=1, horizon=3, epsilon_range=(0.5, 0.2))
+        roll_out(0, tasks=1, episodes=1, horizon=3, gamma=GAMMA, epsilon_range=(0.5, 0.2))
 
 
 # --- the Gymnasium env (envs/household/env.py) --------------------------------------------------------
