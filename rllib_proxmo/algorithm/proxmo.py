@@ -50,6 +50,7 @@ import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.connectors.learner.learner_connector_pipeline import LearnerConnectorPipeline
+from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -58,6 +59,7 @@ from ray.rllib.utils.metrics import (
     LEARNER_UPDATE_TIMER,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
     NUM_EPISODES_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
 )
@@ -376,15 +378,26 @@ class ProxMO(Algorithm):
             save_rollouts(iteration_file(config.rollouts_dir, self.iteration), columns)
 
         t0 = time.perf_counter()
+        # As RLlib's PPO: the lifetime counts (this iteration's turns included) drive lr schedules.
+        timesteps = {
+            NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
+            )
+            + sum(len(episode) for episode in episodes),
+            NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0
+            ),
+        }
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            # The learner runs num_epochs and its mini-batches itself (minibatch_size).
             if self.learner_group.is_local:
-                learner_results = self.learner_group.update(episodes=episodes, num_epochs=1)
+                learner_results = self.learner_group.update(episodes=episodes, timesteps=timesteps, num_epochs=1)
             else:
                 # One object ref per remote learner: RLlib hands ref lists out evenly and
                 # never re-cuts them, unlike plain episode lists (sharded by length).
                 shards = shard_by_group(episodes, config.num_learners)
                 learner_results = self.learner_group.update(
-                    episodes_refs=[ray.put(shard) for shard in shards], num_epochs=1
+                    episodes_refs=[ray.put(shard) for shard in shards], timesteps=timesteps, num_epochs=1
                 )
         learning_s = time.perf_counter() - t0
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -10,13 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import ALL_MODULES, DEFAULT_MODULE_ID
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from benchmarks import gpu_check
 from envs.spaces import TextSpace
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
-from rllib_proxmo.algorithm.torch.llm_rl_module import autocast_dtype, compute_dtype
-from rllib_proxmo.algorithm.torch.proxmo_torch_learner import step_plan
+from rllib_proxmo.algorithm.torch.llm_rl_module import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    SCORED_TOKENS,
+    TOKEN_LOGP,
+    autocast_dtype,
+    compute_dtype,
+)
+from rllib_proxmo.algorithm.torch.proxmo_torch_learner import k3_kl, step_plan
 from rllib_proxmo.rollout.episodes import TextEpisode, Turn
 from rllib_proxmo.testing import build_tiny_chat_model
 
@@ -243,3 +253,115 @@ def test_config_rejects_a_bad_minibatch_size(model_dir, minibatch_size):
     assert config.minibatch_size == 256
     with pytest.raises(ValueError, match="minibatch_size"):
         config.training(minibatch_size=minibatch_size).validate()
+
+
+def test_k3_kl_is_clamped_for_extreme_log_ratios(model_dir):
+    logp = torch.tensor([[-100.0, 0.0, -1.0, -0.5]], requires_grad=True)
+    ref = torch.tensor([[0.0, -100.0, -1.0, -0.7]])
+    kl = k3_kl(logp, ref)
+    d = torch.tensor(-0.2)
+    assert kl[0, :3].tolist() == [10.0, 10.0, 0.0]
+    assert kl[0, 3].item() == pytest.approx(float(torch.exp(d) - d - 1))
+    kl.sum().backward()
+    assert torch.isfinite(logp.grad).all()
+    learner = _learner(model_dir, micro_batch_size=4)
+    with torch.no_grad():
+        for parameter in learner.module[DEFAULT_MODULE_ID].unwrapped()._reference.parameters():
+            parameter.mul_(-40.0)
+    results = learner.update(episodes=_episodes(6))
+    assert 0 < _metric(results, "kl") <= 10.0 and math.isfinite(_metric(results, "grad_norm"))
+
+
+def test_an_lr_schedule_follows_the_sampled_timesteps(model_dir):
+    learner = _learner(model_dir, lr=[[0, 1e-3], [100, 0.0]])
+    optimizer = learner.get_optimizer(DEFAULT_MODULE_ID)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    learner.update(episodes=_episodes(4), timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: 50})
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def _with_sampler_logp(learner, episodes: list[TextEpisode], offsets: list[np.ndarray]) -> list[TextEpisode]:
+    """Copies of ``episodes`` whose sampler log-probs are the learner's own plus ``offsets``."""
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    annotated = []
+    for episode, offset in zip(episodes, offsets):
+        turn = episode.turns[0]
+        ids = torch.tensor([turn.prompt_ids + turn.response_ids])
+        with torch.no_grad():
+            logp = policy._forward(
+                {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(turn.response_ids)}
+            )[TOKEN_LOGP][0].numpy()
+        sampled = dataclasses.replace(turn, sampler_logp=tuple(float(x) for x in logp + offset))
+        annotated.append(dataclasses.replace(episode, turns=[sampled]))
+    return annotated
+
+
+@pytest.mark.parametrize("minibatch_size", [256, 2])
+def test_the_sampler_gap_is_measured_before_any_optimizer_step(model_dir, minibatch_size):
+    learner = _learner(model_dir, minibatch_size=minibatch_size, micro_batch_size=3, lr=1e-2)
+    episodes = _episodes(6)
+    offsets = [np.full(len(e.turns[0].response_ids), 0.1) for e in episodes]
+    offsets[3][1] = -0.7
+    results = learner.update(episodes=_with_sampler_logp(learner, episodes, offsets))
+    assert _metric(results, "num_optimizer_steps") == (1 if minibatch_size == 256 else 3)
+    assert _metric(results, "sampler_logp_gap_max") == pytest.approx(0.7, abs=1e-4)
+    gaps = np.abs(np.concatenate(offsets))
+    assert _metric(results, "sampler_logp_gap_mean") == pytest.approx(gaps.mean(), abs=1e-4)
+    # Without the column nothing is measured: no stale figure of the previous update.
+    without = learner.update(episodes=episodes)[DEFAULT_MODULE_ID]
+    assert math.isnan(without["sampler_logp_gap_max"].peek())
+    assert "sampler_logp_gap_max" not in _learner(model_dir).update(episodes=episodes)[DEFAULT_MODULE_ID]
+
+
+def test_parameter_counts_are_numbers_in_every_result(model_dir):
+    learner = _learner(model_dir, model_config={"lora": {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}})
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in policy.parameters() if not p.requires_grad)
+    for _ in range(2):
+        results = learner.update(episodes=_episodes(4))
+        for scope in (DEFAULT_MODULE_ID, ALL_MODULES):
+            assert results[scope]["num_trainable_parameters"].peek() == trainable
+            assert results[scope]["num_non_trainable_parameters"].peek() == frozen
+    full = _learner(model_dir).update(episodes=_episodes(4))
+    assert full[DEFAULT_MODULE_ID]["num_non_trainable_parameters"].peek() == 0
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+
+
+def test_training_results_advance_the_lr_schedule_and_count_parameters(model_dir, ray_session):
+    from tests.text_env import DEFAULT_BUTTONS
+
+    words_model = build_tiny_chat_model(Path(model_dir).parent / "guess", [*WORDS, *DEFAULT_BUTTONS], seed=2)
+    config = (
+        ProxMOConfig()
+        .environment("tests.text_env:TextGuess-v0", env_config={"code_length": 1})
+        .rl_module(model_config={"model_name_or_path": str(words_model), "max_new_tokens": 4})
+        .training(
+            group_size=2, tasks_per_iteration=1, llm_env_config={"require_think": False}, lr=[[0, 1e-3], [8, 0.0]]
+        )
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        results = [algo.train() for _ in range(2)]
+    finally:
+        algo.stop()
+    policy = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    trainable = sum(p.numel() for p in policy.parameters())
+    turns = 0
+    for result in results:
+        learner = result["learners"][DEFAULT_MODULE_ID]
+        turns += result["env_runners"]["num_turns"]
+        # The lr in a result is the one set after the update, from the lifetime turns so far.
+        assert learner["default_optimizer_learning_rate"] == pytest.approx(1e-3 * max(0.0, 1 - turns / 8))
+        assert learner["num_trainable_parameters"] == trainable
+        assert learner["num_non_trainable_parameters"] == 0
+        assert math.isfinite(learner["sampler_logp_gap_max"])

@@ -59,12 +59,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import ALL_MODULES, DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchDDPRLModule
+from ray.rllib.utils.metrics import NUM_NON_TRAINABLE_PARAMETERS, NUM_TRAINABLE_PARAMETERS
 from ray.rllib.utils.typing import ModuleID, TensorType
 
-from rllib_proxmo.algorithm.token_batch import ADVANTAGES, RESPONSE_MASK
+from rllib_proxmo.algorithm.token_batch import ADVANTAGES, RESPONSE_MASK, SAMPLER_LOGP
 from rllib_proxmo.algorithm.torch.llm_rl_module import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -87,6 +88,8 @@ GRAD_NORM = "grad_norm"
 NUM_RESPONSE_TOKENS = "num_response_tokens"
 NUM_MICRO_BATCHES = "num_micro_batches"
 NUM_OPTIMIZER_STEPS = "num_optimizer_steps"
+SAMPLER_LOGP_GAP_MAX = "sampler_logp_gap_max"
+SAMPLER_LOGP_GAP_MEAN = "sampler_logp_gap_mean"
 
 #: verl's clamps of the low-variance KL: log-ratio to +-20, k3 to +-10.
 KL_LOG_RATIO_CLAMP = 20.0
@@ -151,6 +154,7 @@ class ProxMOTorchLearner(TorchLearner):
         self._stats: dict[str, float] = {}
         # True once this update has taken an optimizer step (ratios may then differ from 1).
         self._weights_moved = False
+        self._gap = {"max": 0.0, "sum": 0.0, "count": 0}
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
         module = self._module[module_id]
@@ -160,6 +164,26 @@ class ProxMOTorchLearner(TorchLearner):
         # The learning rate (fixed or scheduled) is set by register_optimizer.
         optimizer = torch.optim.AdamW(params, weight_decay=0.0)
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
+
+    def _log_trainable_parameters(self) -> None:
+        """Parameter counts of each module, logged at build and after every update.
+
+        RLlib logs them once, at build, so every result after the first read NaN;
+        modules without frozen parameters got no non-trainable count at all. The
+        frozen reference model lives outside the module and is not counted.
+        """
+        totals = {NUM_TRAINABLE_PARAMETERS: 0, NUM_NON_TRAINABLE_PARAMETERS: 0}
+        for module_id in self.module.keys():
+            params = list(self.module[module_id].parameters())
+            counts = {
+                NUM_TRAINABLE_PARAMETERS: sum(p.numel() for p in params if p.requires_grad),
+                NUM_NON_TRAINABLE_PARAMETERS: sum(p.numel() for p in params if not p.requires_grad),
+            }
+            for key, count in counts.items():
+                self.metrics.log_value((module_id, key), count, window=1)
+                totals[key] += count
+        for key, count in totals.items():
+            self.metrics.log_value((ALL_MODULES, key), count, window=1)
 
     # ------------------------------------------------------------- collectives
     def _all_reduce(self, values: list[float] | np.ndarray) -> torch.Tensor:
@@ -176,8 +200,8 @@ class ProxMOTorchLearner(TorchLearner):
     # ------------------------------------------------------------ micro-batches
     def _columns(self, columns: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The batch's (B, L) columns as tensors on this learner's device."""
-        keys = [INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK, ADVANTAGES]
-        return {key: torch.as_tensor(columns[key], device=self._device) for key in keys}
+        keys = [INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK, ADVANTAGES, SAMPLER_LOGP]
+        return {key: torch.as_tensor(columns[key], device=self._device) for key in keys if key in columns}
 
     @staticmethod
     def _micro_batch(tensors: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, Any]:
@@ -204,7 +228,20 @@ class ProxMOTorchLearner(TorchLearner):
                 if config.kl_coeff > 0:
                     self._scatter(tensors[REF_LOGP], rows, policy.reference_logp(mb))
                 if not on_policy:
-                    self._scatter(tensors[OLD_LOGP], rows, policy._forward(mb)[TOKEN_LOGP])
+                    old_logp = policy._forward(mb)[TOKEN_LOGP]
+                    self._scatter(tensors[OLD_LOGP], rows, old_logp)
+                    self._record_sampler_gap(mb, old_logp)
+
+    def _record_sampler_gap(self, mb: dict[str, Any], logp: torch.Tensor) -> None:
+        """Accumulate |logp - sampler logp| (B, K) over the micro-batch's response tokens."""
+        if SAMPLER_LOGP not in mb:
+            return
+        scored = logp.shape[1]
+        mask = mb[RESPONSE_MASK][:, -scored:] > 0
+        gap = (logp.detach() - mb[SAMPLER_LOGP][:, -scored:]).abs()[mask]
+        self._gap["max"] = max(self._gap["max"], float(gap.max()))
+        self._gap["sum"] += float(gap.sum())
+        self._gap["count"] += gap.numel()
 
     # -------------------------------------------------------------------- loss
     def compute_loss_for_module(
@@ -258,6 +295,7 @@ class ProxMOTorchLearner(TorchLearner):
         tokens = self._all_reduce(local_tokens).cpu().numpy()
         if (tokens <= 0).any():
             raise ValueError("a mini-batch holds no response tokens on any learner")
+        self._gap = {"max": 0.0, "sum": 0.0, "count": 0}
         self._pre_pass(policy, tensors, plan[0], config, on_policy)
 
         optimizer = self.get_optimizer(module_id)
@@ -278,6 +316,8 @@ class ProxMOTorchLearner(TorchLearner):
                     mb[LOSS_SCALE] = weight
                     with module.no_sync() if no_sync else contextlib.nullcontext():
                         fwd_out = module.forward_train(mb)
+                        if on_policy:  # the only forward pass of these rows
+                            self._record_sampler_gap(mb, fwd_out[TOKEN_LOGP])
                         loss = self.compute_loss_for_module(
                             module_id=module_id, config=config, batch=mb, fwd_out=fwd_out
                         )
@@ -296,9 +336,15 @@ class ProxMOTorchLearner(TorchLearner):
         num_steps = len(grad_norms)
         for key in _TOKEN_STATS:
             self.metrics.log_value((module_id, key), self._stats[key] / num_steps, window=1)
-        self.metrics.log_value((module_id, RATIO_MAX_DEVIATION), self._stats[RATIO_MAX_DEVIATION], window=1)
+        self.metrics.log_value(
+            (module_id, RATIO_MAX_DEVIATION), self._stats[RATIO_MAX_DEVIATION], reduce="max", window=1
+        )
         self.metrics.log_value((module_id, GRAD_NORM), float(np.mean(grad_norms)), window=1)
         self.metrics.log_value((module_id, NUM_OPTIMIZER_STEPS), num_steps, window=1)
         self.metrics.log_value((module_id, NUM_RESPONSE_TOKENS), float(tokens[0].sum()), window=1)
         self.metrics.log_value((module_id, NUM_MICRO_BATCHES), num_backward, window=1)
+        if self._gap["count"]:
+            self.metrics.log_value((module_id, SAMPLER_LOGP_GAP_MAX), self._gap["max"], reduce="max", window=1)
+            self.metrics.log_value((module_id, SAMPLER_LOGP_GAP_MEAN), self._gap["sum"] / self._gap["count"], window=1)
+        self._log_trainable_parameters()
         return {}, {module_id: torch.stack(losses).mean()}, {}
