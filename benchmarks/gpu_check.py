@@ -57,6 +57,18 @@ TINY_WORDS = (
 ).split()
 
 
+#: Learner metrics the iteration checks print.
+LEARNER_FIGURES = (
+    "num_optimizer_steps",
+    "num_response_tokens",
+    "grad_norm",
+    "kl",
+    "ratio_max_deviation",
+    "sampler_logp_gap_max",
+    "sampler_logp_gap_mean",
+)
+
+
 class Skipped(Exception):
     """The check cannot run on this machine (the message says why)."""
 
@@ -151,6 +163,7 @@ def check_learner_bf16(context: Context) -> dict[str, Any]:
         "fraction_of_weights_changed": changed / total,
         "parameter_dtypes": sorted({str(p.dtype) for p in before.values()}),
         "optimizer_param_dtypes": sorted({str(p.dtype) for g in optimizer.param_groups for p in g["params"]}),
+        "reference_dtypes": sorted({str(p.dtype) for p in policy._reference.parameters()}),
         "shipped_weight_dtypes": sorted({str(v.dtype) for v in shipped.values()}),
         "update_s": update_s,
     }
@@ -270,6 +283,7 @@ def check_env_runner_on_gpu(context: Context) -> dict[str, Any]:
 def check_alfworld_iteration(context: Context) -> dict[str, Any]:
     """One ProxMO iteration on generated ALFWorld games, learner on the GPU."""
     import ray
+    from ray.rllib.core import DEFAULT_MODULE_ID
 
     from envs import ALFWORLD
     from rllib_proxmo.experiments.runtime import start_ray
@@ -286,11 +300,21 @@ def check_alfworld_iteration(context: Context) -> dict[str, Any]:
         algo = config.build_algo()
         try:
             result = algo.train()
+            [learner_device] = [
+                call.get() for call in algo.learner_group.foreach_learner(lambda learner: str(learner._device))
+            ]
         finally:
             algo.stop()
     finally:
         ray.shutdown()
-    return {key: value for key, value in result["proxmo"].items() if key != "advantages"}
+    if not learner_device.startswith("cuda"):
+        raise AssertionError(f"the learner sat on {learner_device}, not on a GPU")
+    learner = result["learners"][DEFAULT_MODULE_ID]
+    return {
+        "learner_device": learner_device,
+        **{key: value for key, value in result["proxmo"].items() if key != "advantages"},
+        **{key: learner[key] for key in LEARNER_FIGURES if key in learner},
+    }
 
 
 # ------------------------------------------------------------ (e) DDP on NCCL
@@ -314,12 +338,20 @@ def check_ddp_nccl(context: Context) -> dict[str, Any]:
         algo = config.build_algo()
         try:
             result = algo.train()
+            placements = [
+                call.get()
+                for call in algo.learner_group.foreach_learner(
+                    lambda learner: f"{learner._device}/{torch.distributed.get_backend()}"
+                )
+            ]
         finally:
             algo.stop()
     finally:
         ray.shutdown()
+    if len(placements) != 2 or not all(p.startswith("cuda") and p.endswith("nccl") for p in placements):
+        raise AssertionError(f"the learners did not train on GPUs over NCCL: {placements}")
     learner = result["learners"][DEFAULT_MODULE_ID]
-    return {key: learner[key] for key in ("grad_norm", "kl", "num_response_tokens") if key in learner}
+    return {"learner_placements": placements, **{key: learner[key] for key in LEARNER_FIGURES if key in learner}}
 
 
 # ------------------------------------------------------------------- driver
