@@ -21,6 +21,7 @@ import gymnasium as gym
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from ray.tune.experiment import Trial
 
 from envs import ALFWORLD, WEBSHOP
 from envs.alfworld.env import ALFWorldEnv
@@ -29,6 +30,7 @@ from rllib_proxmo.experiments import tune_cli
 from rllib_proxmo.experiments import tune_runner as experiments
 from rllib_proxmo.experiments.report import build_report
 from rllib_proxmo.experiments.scale import CPU, PAPER
+from rllib_proxmo.experiments.tracking import flatten_params, run_tags
 from rllib_proxmo.experiments.tune_cli import Experiment
 from rllib_proxmo.testing import build_tiny_chat_model
 
@@ -225,6 +227,60 @@ def test_cpu_variant_envs_are_built_from_their_config(env_id):
     env.close()
 
 
+def _result(iteration: int, success: float, **extra: dict) -> dict:
+    """A training result with the keys the history row reads, as RLlib's Algorithm.train() returns it."""
+    return {
+        "training_iteration": iteration,
+        "env_runners": {"success_rate": success, "format_valid_rate": 1.0, "score_mean": success},
+        "proxmo": {"generated_tokens_per_s": 10.0, "time_iteration_s": 2.0},
+        **extra,
+    }
+
+
+def test_mlflow_tracking_records_every_trial_as_the_main_job_records_its_run(tmp_path):
+    experiment = Experiment(name="x", env=ALFWORLD, estimators=("proxmo", "grpo"), grid={"alpha": [1.0, 4.0]})
+    args = tune_cli.parse_args(experiment, ["--cpu", "--seeds", "0"])
+    config = experiments.build_config(experiment, args)
+    points = experiments.grid_points(experiment, args)[:3]
+    trials = [
+        Trial("ProxMO", config=experiments.apply_point(config.copy(copy_frozen=False), point).to_dict(), stub=True)
+        for point in points
+    ]
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    callback = experiments.MLflowTracking(uri, "tune", "cpu", checkpoint_max_bytes=2**20)
+    for trial in trials:
+        callback.on_trial_start(0, trials, trial)
+    evaluation = {"success_rate": 0.5, "success_rate/pick": 1.0, "num_episodes": 2}
+    callback.on_trial_result(1, trials, trials[0], _result(1, 0.0, config=trials[0].config))
+    callback.on_trial_result(2, trials, trials[0], _result(2, 0.25, evaluation={"env_runners": evaluation}))
+    callback.on_trial_complete(2, trials, trials[0])
+    callback.on_trial_result(2, trials, trials[1], _result(1, 0.5))
+    callback.on_trial_error(3, trials, trials[1])
+    callback.on_trial_start(3, trials, trials[1])  # a restarted trial keeps its (ended) run
+    callback.on_trial_result(3, trials, trials[2], _result(1, 1.0))
+    callback.on_experiment_end(trials)  # e.g. Ctrl-C: the unfinished trial is KILLED
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = {run.info.run_name: run for run in client.search_runs([client.get_experiment_by_name("tune").experiment_id])}
+    assert sorted(runs) == sorted(str(trial) for trial in trials)
+    statuses = [runs[str(trial)].info.status for trial in trials]
+    assert statuses == ["FINISHED", "FAILED", "KILLED"]
+    for trial, point in zip(trials, points):
+        run = runs[str(trial)]
+        assert run.data.params == flatten_params(trial.config)
+        assert run.data.tags.items() >= run_tags(trial.config, "cpu").items()
+        assert (run.data.tags["estimator"], run.data.tags["alpha"]) == (point["estimator"], str(point["alpha"]))
+        assert run.data.tags["mlflow.source.git.commit"] == run.data.tags["git_commit"]
+        artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+        tables = {"evaluation.csv", "evaluation.md"} if trial is trials[0] else set()
+        assert artifacts == {"learning_curve.png", *tables}
+    first = runs[str(trials[0])].info.run_id
+    success = client.get_metric_history(first, "env_runners/success_rate")
+    assert [(m.step, m.value) for m in success] == [(1, 0.0), (2, 0.25)]
+    assert [m.step for m in client.get_metric_history(first, "evaluation/env_runners/success_rate")] == [2]
+    assert not any(key.startswith("config/") for key in runs[str(trials[0])].data.metrics)
+
+
 @pytest.mark.slow
 def test_tune_runs_two_trials_that_log_to_mlflow(tmp_path, monkeypatch):
     words = "go to take put open look cabinet drawer 1 2 <action> </action> <think> </think>".split()
@@ -244,7 +300,8 @@ def test_tune_runs_two_trials_that_log_to_mlflow(tmp_path, monkeypatch):
         assert run.info.status == "FINISHED"
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert (tags["estimator"], tags["env"], tags["model"], tags["scale"]) == ("proxmo", ALFWORLD, str(model), "cpu")
-        assert len(tags["git_commit"]) == 40
+        assert len(tags["git_commit"]) == 40 and tags["mlflow.source.git.commit"] == tags["git_commit"]
+        assert tags["alpha"] == "4.0" and tags["psa_scope"] == params["psa_scope"]
         assert params["estimator"] == "proxmo" and params["tasks_per_iteration"] == "2"
         assert metrics["training_iteration"] == 1
         assert 0.0 <= metrics["env_runners/success_rate"] <= 1.0
