@@ -197,6 +197,11 @@ def test_a_single_step_is_on_policy_with_one_forward_per_micro_batch(model_dir):
     assert forwards[0] == 4 and reference_forwards[0] == 4
     assert _metric(results, "ratio_max_deviation") == 0.0 and _metric(results, "ratio_mean") == 1.0
     assert _metric(results, "kl") == 0.0
+    without_kl = _learner(model_dir, minibatch_size=256, micro_batch_size=3, kl_coeff=0.0)
+    policy = without_kl.module[DEFAULT_MODULE_ID].unwrapped()
+    forwards, reference_forwards = _count_calls(policy.model), _count_calls(policy._reference)
+    without_kl.update(episodes=_episodes(10))
+    assert forwards[0] == 4 and reference_forwards[0] == 0
 
 
 def test_the_loss_is_a_token_mean_per_mini_batch_whatever_the_micro_batch_size(model_dir):

@@ -217,6 +217,8 @@ class ProxMOTorchLearner(TorchLearner):
         self, policy: Any, tensors: dict[str, torch.Tensor], plan: list[list[np.ndarray]], config: Any, on_policy: bool
     ) -> None:
         """No-grad forwards over the first epoch's micro-batches: reference and (off-policy) old log-probs."""
+        if on_policy and config.kl_coeff == 0:
+            return
         shape = tensors[INPUT_IDS].shape
         if config.kl_coeff > 0:
             tensors[REF_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
