@@ -37,7 +37,7 @@ bench: $(STAMP)
 # Checks that need CUDA (bf16 learner, ALFWorld iteration on the GPU, NCCL DDP);
 # without a GPU it says it skipped. ARGS="--model DIR --only learner_bf16".
 gpu-check: $(STAMP)
-	$(PY) benchmarks/gpu_check.py $(ARGS)
+	$(PY) -m benchmarks.gpu_check $(ARGS)
 
 # The main job: ProxMO on generated ALFWorld games with the embedded
 # SmolLM2-135M model on CPU, about 20 minutes; results under results/<run-name>.

@@ -5,8 +5,8 @@ Each check is a function registered in :data:`CHECKS` under a short name; it get
 measured (printed as ``name: key = value``), raises :class:`Skipped` when it cannot
 run here (a package or a second GPU missing) and fails by raising anything else.
 
-    python benchmarks/gpu_check.py                     # every check, tiny Llama built on the fly
-    python benchmarks/gpu_check.py --model /models/qwen2.5-0.5b --only learner_bf16
+    python -m benchmarks.gpu_check                     # every check, tiny Llama built on the fly
+    python -m benchmarks.gpu_check --model /models/qwen2.5-0.5b --only learner_bf16
     make gpu-check
 
 The model is either a local Hugging Face directory (``--model``; never the hub) or a
@@ -43,11 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
+import torch
 
 #: Words of the tiny model's vocabulary: ALFWorld's commands and objects, the answer tags.
 TINY_WORDS = (

@@ -33,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--group-size", type=int, default=CPU.group_size, help="rollouts per task")
     parser.add_argument("--max-turns", type=int, default=CPU.max_turns, help="turns per episode (truncation)")
     parser.add_argument("--max-new-tokens", type=int, default=CPU.max_new_tokens)
+    parser.add_argument("--minibatch-size", type=int, default=CPU.minibatch_size, help="turns per optimizer step")
     parser.add_argument("--micro-batch-size", type=int, default=CPU.micro_batch_size)
     parser.add_argument("--num-env-runners", type=int, default=0, help="0 = sample on the driver")
     parser.add_argument("--stop-iters", type=int, default=1)
@@ -63,6 +64,7 @@ def main() -> None:
             group_size=args.group_size,
             tasks_per_iteration=args.tasks,
             max_turns=args.max_turns,
+            minibatch_size=args.minibatch_size,
             micro_batch_size=args.micro_batch_size,
         )
         .debugging(seed=0)
@@ -87,6 +89,11 @@ def main() -> None:
             "advantage_share_of_iteration_pct": 100 * proxmo["advantage_time_fraction"],
             "kl": learner["kl"],
             "grad_norm": learner["grad_norm"],
+            "num_optimizer_steps": learner["num_optimizer_steps"],
+            "ratio_max_deviation": learner["ratio_max_deviation"],
+            "sampler_logp_gap_max": learner["sampler_logp_gap_max"],
+            "sampler_logp_gap_mean": learner["sampler_logp_gap_mean"],
+            "response_cut_rate": runners["response_cut_rate"],
         }
         rows.append(row)
         total = row["time_iteration_s"]
@@ -107,6 +114,11 @@ def main() -> None:
             print(f"  {key[5:-2]:<12} {row[key]:9.3f} s  {100 * row[key] / total:6.2f} %")
         print(f"  {'iteration':<12} {total:9.3f} s")
         print(f"  generated tokens/s: {row['generated_tokens_per_s']:.1f}")
+        print(
+            f"  optimizer steps: {row['num_optimizer_steps']:.0f}, max |ratio - 1| after the first step: "
+            f"{row['ratio_max_deviation']:.4f}, sampler-vs-learner |dlogp| max {row['sampler_logp_gap_max']:.2e} "
+            f"mean {row['sampler_logp_gap_mean']:.2e}, responses cut {row['response_cut_rate']:.2f}"
+        )
         print(
             f"  advantage step ({args.estimator}): {row['advantage_share_of_iteration_pct']:.3f} % of the iteration "
             f"({'<' if row['advantage_share_of_iteration_pct'] < 1 else '>='} 1 %)"

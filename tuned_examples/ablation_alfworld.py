@@ -1,6 +1,6 @@
 """Ablation of ProxMO on ALFWorld: Figure 4 (per task type success of ProxMO, w/o PSC, w/o PSA, GiGPO).
 
-Paper settings (DESIGN.md §8): Qwen2.5-1.5B-Instruct, 16 tasks x 8 rollouts per
+Paper settings (docs/design.md §6): Qwen2.5-1.5B-Instruct, 16 tasks x 8 rollouts per
 iteration, 150 iterations, 50 steps, evaluation on the unseen split, alpha=4, beta=0.1,
 tau=0.1. A Ray Tune grid of 4 estimators (``proxmo``, ``proxmo_no_psc``,
 ``proxmo_no_psa``, ``gigpo``) x 3 seeds = 12 trials, each logged to MLflow with an

@@ -1,6 +1,6 @@
 """GRPO on WebShop: Table 1, WebShop columns (Score, Succ.), row "GRPO".
 
-Paper settings (DESIGN.md §8): Qwen2.5-1.5B-Instruct, 16 tasks x 8 rollouts per
+Paper settings (docs/design.md §6): Qwen2.5-1.5B-Instruct, 16 tasks x 8 rollouts per
 iteration, 150 iterations, the real catalogue (``--data-dir``), 15 steps, evaluation on
 the test goals, responses of at most 512 tokens, alpha=4, beta=0.1, tau=0.1, gamma=0.95,
 3 seeds (one Tune trial each, logged to MLflow).

@@ -77,7 +77,9 @@ class AdvantageConfig:
     """
 
     estimator: str = field(default="proxmo", metadata={"help": f"credit assignment: one of {', '.join(ESTIMATORS)}"})
-    alpha: float = field(default=4.0, metadata={"help": "PSC exponent alpha, > 0: sigmoid(d**alpha) (Eq. 6)"})
+    alpha: float = field(
+        default=4.0, metadata={"help": "PSC steepness alpha, > 0: the exponent in sigmoid(d**alpha) (Eq. 6)"}
+    )
     beta: float = field(default=0.1, metadata={"help": "PSC strength beta (Eq. 6)"})
     tau: float = field(default=0.1, metadata={"help": "PSA softmax temperature tau, > 0 (Eq. 10)"})
     gamma: float = field(default=0.95, metadata={"help": "discount of the returns-to-go, in [0, 1] (Eq. 8)"})

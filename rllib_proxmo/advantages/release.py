@@ -2,8 +2,7 @@
 
 The release (verl-based ``core_proxmo.py``) departs from the paper in ways that
 change the numbers; this module reproduces it so that users can compare the
-two (DESIGN.md §3 describes the release; this code was written from that
-description):
+two (``docs/design.md`` §3 gives the exact per-row rule this code follows):
 
 - rewards are scaled by 10, so a success scores 10;
 - the episode baseline is the mean episode score over the group's *rows*

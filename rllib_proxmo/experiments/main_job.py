@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=positive_int, default=CPU.max_new_tokens, help="tokens generated per turn"
     )
     algo.add_argument(
+        "--minibatch-size", type=positive_int, default=CPU.minibatch_size, help="turns per optimizer step"
+    )
+    algo.add_argument(
         "--micro-batch-size", type=positive_int, default=CPU.micro_batch_size, help="turns per gradient micro-batch"
     )
     algo.add_argument("--lr", type=positive_float, help="learning rate (default: ProxMOConfig's, the paper's 1e-6)")
@@ -162,6 +165,7 @@ def build_config(args: argparse.Namespace) -> Any:
         group_size=args.group_size,
         tasks_per_iteration=args.tasks,
         max_turns=args.max_turns,
+        minibatch_size=args.minibatch_size,
         micro_batch_size=args.micro_batch_size,
         rollouts_dir=str(Path(args.output).resolve() / "rollouts"),
     )

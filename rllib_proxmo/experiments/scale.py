@@ -29,6 +29,8 @@ class Scale:
         iterations: Default number of training iterations.
         max_turns: Turn cut of an episode (None: the env's ``max_steps``).
         max_new_tokens: Response length limit in tokens.
+        minibatch_size: Turns per optimizer step (the release: 256 step rows; the CPU run
+            takes several steps per iteration from its 24 or so turns).
         micro_batch_size: Turns per gradient-accumulation micro-batch.
         dtype: Compute and inference dtype of the policy.
         evaluation_interval: Evaluate on the held-out split every this many iterations (0: never).
@@ -46,6 +48,7 @@ class Scale:
     iterations: int
     max_turns: int | None
     max_new_tokens: int
+    minibatch_size: int
     micro_batch_size: int
     dtype: str
     evaluation_interval: int
@@ -66,6 +69,7 @@ PAPER = Scale(
     iterations=150,
     max_turns=None,
     max_new_tokens=512,
+    minibatch_size=256,
     micro_batch_size=8,
     dtype="bfloat16",
     evaluation_interval=5,
@@ -82,6 +86,7 @@ CPU = Scale(
     iterations=2,
     max_turns=3,
     max_new_tokens=32,
+    minibatch_size=8,
     micro_batch_size=4,
     dtype="float32",
     evaluation_interval=0,

@@ -89,6 +89,7 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
             tasks_per_iteration=scale.tasks_per_iteration,
             group_size=scale.group_size,
             max_turns=scale.max_turns,
+            minibatch_size=scale.minibatch_size,
             micro_batch_size=scale.micro_batch_size,
             **{name: values[0] for name, values in experiment.grid.items()},
         )

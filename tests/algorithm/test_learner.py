@@ -98,7 +98,8 @@ def test_autocast_only_on_cuda_and_no_fp16_training():
 def test_gpu_check_skips_without_cuda_and_exits_zero():
     environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py")],
+        [sys.executable, "-m", "benchmarks.gpu_check"],
+        cwd=REPO,
         capture_output=True,
         text=True,
         env=environment,
