@@ -54,14 +54,10 @@ from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
-    ENV_RUNNER_SAMPLING_TIMER,
     LEARNER_RESULTS,
-    LEARNER_UPDATE_TIMER,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
     NUM_EPISODES_LIFETIME,
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
-    SYNCH_WORKER_WEIGHTS_TIMER,
-    TIMERS,
 )
 from ray.tune.registry import register_trainable
 
@@ -85,8 +81,9 @@ from rllib_proxmo.rollout.env_runner import (
 from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, step_columns
 from rllib_proxmo.rollout.metrics import episode_metrics
 
-ADVANTAGE_TIMER = "advantage_computation"
 PROXMO_RESULTS = "proxmo"
+#: Prefix of the per-task-type success rates of :func:`episode_metrics`.
+TASK_TYPE_SUCCESS_PREFIX = "success_rate/"
 ADVANTAGE_RESULTS = "advantages"
 SAMPLER_STATE = "proxmo_group_sampler"
 
@@ -362,16 +359,14 @@ class ProxMO(Algorithm):
         groups, seed = self._draw_groups(
             self._group_rng, config.task_ids, config.tasks_per_iteration, config.group_size, "train-"
         )
-        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            t0 = time.perf_counter()
-            episodes, stats = self._sample_complete_groups(self.env_runner_group, groups, True, seed)
-            sampling_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        episodes, stats = self._sample_complete_groups(self.env_runner_group, groups, True, seed)
+        sampling_s = time.perf_counter() - t0
         if not episodes:
             raise RuntimeError(f"all {len(groups)} task groups were lost: no env runner delivered episodes")
-        with self.metrics.log_time((TIMERS, ADVANTAGE_TIMER)):
-            t0 = time.perf_counter()
-            diagnostics = self._advantages.annotate(episodes)
-            advantage_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        diagnostics = self._advantages.annotate(episodes)
+        advantage_s = time.perf_counter() - t0
         if config.rollouts_dir:
             columns = step_columns(episodes)
             columns["iteration"] = np.full(len(columns["t"]), self.iteration, dtype=np.int64)
@@ -388,29 +383,28 @@ class ProxMO(Algorithm):
                 (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0
             ),
         }
-        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            # The learner runs num_epochs and its mini-batches itself (minibatch_size).
-            if self.learner_group.is_local:
-                learner_results = self.learner_group.update(episodes=episodes, timesteps=timesteps, num_epochs=1)
-            else:
-                # One object ref per remote learner: RLlib hands ref lists out evenly and
-                # never re-cuts them, unlike plain episode lists (sharded by length).
-                shards = shard_by_group(episodes, config.num_learners)
-                learner_results = self.learner_group.update(
-                    episodes_refs=[ray.put(shard) for shard in shards], timesteps=timesteps, num_epochs=1
-                )
+        # The learner runs num_epochs and its mini-batches itself (minibatch_size).
+        if self.learner_group.is_local:
+            learner_results = self.learner_group.update(episodes=episodes, timesteps=timesteps, num_epochs=1)
+        else:
+            # One object ref per remote learner: RLlib hands ref lists out evenly and
+            # never re-cuts them, unlike plain episode lists (sharded by length).
+            shards = shard_by_group(episodes, config.num_learners)
+            learner_results = self.learner_group.update(
+                episodes_refs=[ray.put(shard) for shard in shards], timesteps=timesteps, num_epochs=1
+            )
         learning_s = time.perf_counter() - t0
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
 
         t0 = time.perf_counter()
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
-            )
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
+        )
         sync_s = time.perf_counter() - t0
         iteration_s = time.perf_counter() - start
 
         ep_metrics = {**episode_metrics(episodes), PROMPT_HISTORY_CUTS: stats[PROMPT_HISTORY_CUTS]}
+        self._forget_unplayed_task_types(ep_metrics)
         self.metrics.log_dict(ep_metrics, key=ENV_RUNNER_RESULTS, window=1)
         self.metrics.log_value(
             (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), ep_metrics["num_turns"], reduce="lifetime_sum"
@@ -439,6 +433,16 @@ class ProxMO(Algorithm):
             key=PROXMO_RESULTS,
             window=1,
         )
+
+    def _forget_unplayed_task_types(self, ep_metrics: dict[str, float]) -> None:
+        """Drop ``success_rate/<type>`` of task types this iteration did not play.
+
+        RLlib's metrics logger keeps every key it has seen and reports NaN for one with no
+        new value; a task type absent from an iteration is left out of its result instead.
+        """
+        logged = self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=False)
+        for key in [k for k in logged if k.startswith(TASK_TYPE_SUCCESS_PREFIX) and k not in ep_metrics]:
+            self.metrics.delete(ENV_RUNNER_RESULTS, key)
 
     # ---------------------------------------------------------- evaluation
     def evaluate(self, parallel_train_future: Any = None) -> dict:

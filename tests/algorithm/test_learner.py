@@ -293,10 +293,9 @@ def _with_sampler_logp(learner, episodes: list[TextEpisode], offsets: list[np.nd
     for episode, offset in zip(episodes, offsets):
         turn = episode.turns[0]
         ids = torch.tensor([turn.prompt_ids + turn.response_ids])
-        with torch.no_grad():
-            logp = policy._forward(
-                {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(turn.response_ids)}
-            )[TOKEN_LOGP][0].numpy()
+        logp = policy.forward_inference(
+            {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(turn.response_ids)}
+        )[TOKEN_LOGP][0].numpy()
         sampled = dataclasses.replace(turn, sampler_logp=tuple(float(x) for x in logp + offset))
         annotated.append(dataclasses.replace(episode, turns=[sampled]))
     return annotated

@@ -32,28 +32,32 @@ def _module(path: str, **config) -> LLMRLModule:
 def test_token_logp_is_the_same_with_and_without_left_padding(tiny_model_dir):
     module = _module(tiny_model_dir)
     short, long = [4, 12, 9, 5, 13], [4, 12, 9, 7, 14, 5, 13, 8]
-    alone = module._forward({INPUT_IDS: torch.tensor([short]), ATTENTION_MASK: torch.ones(1, 5, dtype=torch.long)})
+    alone = module.forward_inference(
+        {INPUT_IDS: torch.tensor([short]), ATTENTION_MASK: torch.ones(1, 5, dtype=torch.long)}
+    )
     padded_ids = torch.tensor([[0, 0, 0, *short], long])
     mask = (padded_ids != 0).long()
-    batched = module._forward_train({INPUT_IDS: padded_ids, ATTENTION_MASK: mask})
+    batched = module.forward_train({INPUT_IDS: padded_ids, ATTENTION_MASK: mask})
     torch.testing.assert_close(batched[TOKEN_LOGP][0, 3:], alone[TOKEN_LOGP][0], rtol=0, atol=1e-5)
     assert batched[TOKEN_ENTROPY].shape == (2, 7) and (batched[TOKEN_ENTROPY] > 0).all()
     assert batched[TOKEN_LOGP].requires_grad
-    tail = module._forward_train({INPUT_IDS: padded_ids, ATTENTION_MASK: mask, SCORED_TOKENS: 3})
+    tail = module.forward_train({INPUT_IDS: padded_ids, ATTENTION_MASK: mask, SCORED_TOKENS: 3})
     torch.testing.assert_close(tail[TOKEN_LOGP], batched[TOKEN_LOGP][:, -3:], rtol=0, atol=1e-5)
     torch.testing.assert_close(tail[TOKEN_ENTROPY], batched[TOKEN_ENTROPY][:, -3:], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="scored_tokens"):
-        module._forward({INPUT_IDS: padded_ids, ATTENTION_MASK: mask, SCORED_TOKENS: 8})
+        module.forward_inference({INPUT_IDS: padded_ids, ATTENTION_MASK: mask, SCORED_TOKENS: 8})
 
 
 def test_reference_matches_policy_until_the_policy_changes(tiny_model_dir):
     module = _module(tiny_model_dir)
     batch = {INPUT_IDS: torch.tensor([[4, 12, 9, 5, 13]]), ATTENTION_MASK: torch.ones(1, 5, dtype=torch.long)}
-    torch.testing.assert_close(module.reference_logp(batch), module._forward(batch)[TOKEN_LOGP], rtol=0, atol=0)
+    torch.testing.assert_close(
+        module.reference_logp(batch), module.forward_inference(batch)[TOKEN_LOGP], rtol=0, atol=0
+    )
     with torch.no_grad():
         for parameter in module.model.parameters():
             parameter.add_(0.05)
-    assert not torch.allclose(module.reference_logp(batch), module._forward(batch)[TOKEN_LOGP])
+    assert not torch.allclose(module.reference_logp(batch), module.forward_inference(batch)[TOKEN_LOGP])
 
 
 def test_inference_state_leaves_the_reference_behind_and_ships_bf16(tiny_model_dir):

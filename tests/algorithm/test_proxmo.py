@@ -250,6 +250,30 @@ def test_a_crashed_env_runner_is_restarted_and_its_groups_replayed(model_dir, ra
     assert math.isfinite(_learner(result)["grad_norm"])
 
 
+class _TypedTextGuess(TextGuessEnv):
+    """TextGuess whose task k has task type "type<k>"."""
+
+    def _info(self, obs, *, won):
+        return {**super()._info(obs, won=won), "task_type": f"type{self._task_id}"}
+
+
+def test_results_hold_success_rates_of_the_task_types_played_and_no_nan(model_dir, ray_session):
+    register_env("TypedTextGuess", lambda env_config: _TypedTextGuess(**env_config))
+    config = _config(model_dir, code_length=1, tasks_per_iteration=1, task_ids=[0, 1, 2]).environment(
+        "TypedTextGuess", env_config={"code_length": 1}
+    )
+    algo = config.build_algo()
+    played = []
+    for _ in range(4):
+        runners = algo.train()["env_runners"]
+        assert all(math.isfinite(v) for v in runners.values() if isinstance(v, float)), runners
+        played.append({key for key in runners if key.startswith("success_rate/")})
+    algo.stop()
+    assert all(len(types) == 1 for types in played)
+    # The case that produced NaN: a type of an earlier iteration is not played in a later one.
+    assert any(played[i] - played[i + 1] for i in range(len(played) - 1))
+
+
 def test_generation_batches_shrink_as_episodes_finish(model_dir):
     runner = GroupedEnvRunner(config=_config(model_dir, code_length=2))
     batch_sizes = []
@@ -271,15 +295,19 @@ def test_generation_batches_shrink_as_episodes_finish(model_dir):
             assert turn.prompt_ids and turn.response_ids and isinstance(turn.state, str)
 
 
-def test_alfworld_group_members_share_task_and_initial_state(tmp_path):
+def _tiny_alfworld_config(tmp_path) -> ProxMOConfig:
+    """ProxMO on 12 generated ALFWorld games with a tiny model that knows ALFWorld's words."""
     words = "go to take put open look cabinet drawer 1 2 <action> </action> <think> </think>".split()
     model = str(build_tiny_chat_model(tmp_path / "tiny", words))
-    config = (
+    return (
         ProxMOConfig()
         .environment("ALFWorld-v0", env_config={"num_games": 12})
         .rl_module(model_config={"model_name_or_path": model, "max_new_tokens": 8})
-        .training(max_turns=2)
     )
+
+
+def test_alfworld_group_members_share_task_and_initial_state(tmp_path):
+    config = _tiny_alfworld_config(tmp_path).training(max_turns=2)
     runner = GroupedEnvRunner(config=config)
     episodes = runner.sample(groups=[GroupRequest("a", 11, 3), GroupRequest("b", 12, 3)], seed=0, max_turns=2)
     runner.stop()
@@ -293,12 +321,8 @@ def test_alfworld_group_members_share_task_and_initial_state(tmp_path):
 
 @pytest.mark.slow
 def test_evaluation_plays_the_unseen_alfworld_split(tmp_path):
-    words = "go to take put open look cabinet drawer 1 2 <action> </action> <think> </think>".split()
-    model = str(build_tiny_chat_model(tmp_path / "tiny", words))
     config = (
-        ProxMOConfig()
-        .environment("ALFWorld-v0", env_config={"num_games": 12})
-        .rl_module(model_config={"model_name_or_path": model, "max_new_tokens": 8})
+        _tiny_alfworld_config(tmp_path)
         .training(max_turns=1, tasks_per_iteration=1, group_size=2)
         .evaluation(
             evaluation_interval=1,

@@ -48,7 +48,7 @@ def _learner_logp(policy: LLMRLModule, prompt: list[int], generation: Generation
     ids = torch.tensor([prompt + list(generation.token_ids)])
     batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
     with torch.no_grad():
-        return policy._forward(batch)[TOKEN_LOGP][0]
+        return policy.forward_inference(batch)[TOKEN_LOGP][0]
 
 
 def _max_gap(policy: LLMRLModule, generations: list[Generation]) -> float:

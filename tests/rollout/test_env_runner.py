@@ -85,7 +85,7 @@ def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model
     learner = LLMRLModule(model_config={"model_name_or_path": model_dir, "temperature": 0.8}, inference_only=False)
     batch = {key: torch.as_tensor(columns[key]) for key in (INPUT_IDS, ATTENTION_MASK)}
     with torch.no_grad():
-        learner_logp = learner._forward(batch)[TOKEN_LOGP].numpy()  # (B, L-1): tokens 1..L-1
+        learner_logp = learner.forward_inference(batch)[TOKEN_LOGP].numpy()  # (B, L-1): tokens 1..L-1
     mask = columns[RESPONSE_MASK][:, 1:]
     sampler_logp = columns[SAMPLER_LOGP][:, 1:]
     assert columns[SAMPLER_LOGP].dtype == np.float32 and np.all(columns[SAMPLER_LOGP][:, 0] == 0)
