@@ -11,7 +11,7 @@ Hardware and time: GPU cluster, one trial per GPU (``--num-gpus-per-learner 1
 --num-gpus-per-env-runner 1 --max-concurrent-trials <GPUs>``); not timed in this project.
 
 CPU variant (``--cpu``): SmolLM2-135M (embedded), 12 generated games, 2 tasks x 4
-rollouts, 3 turns of 32 new tokens, 2 iterations: about 6 minutes per trial (~163 s per
+rollouts, 3 turns of 32 new tokens, 2 iterations: about 6 minutes per trial (~180 s per
 iteration, ``benchmarks/iteration.py``), so 12 trials take over an hour on 2 cores;
 ``--seeds 0`` runs one seed.
 

@@ -13,7 +13,7 @@ measured in this project.
 
 CPU variant (``--cpu``): SmolLM2-135M (embedded), the generated WebShop catalogue (200
 products), 2 tasks x 4 rollouts, 3 turns of 32 new tokens, 2 iterations; time per trial
-not measured (an ALFWorld iteration of this size takes ~163 s on 2 cores,
+not measured (an ALFWorld iteration of this size takes ~180 s on 2 cores,
 ``benchmarks/iteration.py``).
 
     python tuned_examples/gigpo_webshop.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow

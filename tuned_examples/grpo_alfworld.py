@@ -13,7 +13,7 @@ measured in this project.
 
 CPU variant (``--cpu``): SmolLM2-135M (embedded), generated ALFWorld games (12), 2 tasks
 x 4 rollouts, 3 turns of 32 new tokens, 2 iterations; about 6 minutes per trial on 2
-cores (ALFWorld: ~163 s per iteration measured by ``benchmarks/iteration.py``).
+cores (ALFWorld: ~180 s per iteration measured by ``benchmarks/iteration.py``).
 
     python tuned_examples/grpo_alfworld.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/grpo_alfworld.py --cpu --no-tune --seeds 0   # one run, no Tune

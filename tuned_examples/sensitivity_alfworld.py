@@ -14,7 +14,7 @@ Hardware and time: GPU cluster, 15 trials per sweep, one per GPU
 (``--max-concurrent-trials``); not timed in this project.
 
 CPU variant (``--cpu``): SmolLM2-135M, 12 generated games, 2 tasks x 4 rollouts, 3 turns,
-2 iterations: about 6 minutes per trial (~163 s per iteration, ``benchmarks/iteration.py``).
+2 iterations: about 6 minutes per trial (~180 s per iteration, ``benchmarks/iteration.py``).
 
     python tuned_examples/sensitivity_alfworld.py --sweep tau --cpu --seeds 0
     python -m rllib_proxmo.experiments.report proxmo-sensitivity-tau-alfworld --group-by tau
