@@ -124,12 +124,11 @@ def flatten_metrics(result: Mapping[str, Any], prefix: str = "") -> dict[str, fl
         name = _clean_key(f"{prefix}{key}")
         if isinstance(value, Mapping):
             flat.update(flatten_metrics(value, f"{name}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            continue
+        if hasattr(value, "item") and getattr(value, "size", None) == 1:
+            value = value.item()  # a NumPy or torch scalar
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             flat[name] = float(value)
-        elif hasattr(value, "item") and getattr(value, "size", None) == 1:
-            number = value.item()
-            if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
-                flat[name] = float(number)
     return flat
 
 
