@@ -28,6 +28,9 @@ the think block closing before the action block opens, and a non-empty
 command between the action tags. Tags match in any ASCII case; text around
 the blocks is ignored. Several action blocks are malformed rather than
 resolved by picking one. ``require_think=False`` drops the think-block rule.
+With a template that numbers the actions (``"alfworld-compact"``), a command that is
+a number ``N`` between 1 and the number of listed actions stands for the N-th listed
+action; the command text stays accepted as well.
 Unlike the release, outputs are not rejected for containing Chinese
 characters (a heuristic for one model family), and an inadmissible command
 is penalised like a malformed output instead of being sent to the engine.
@@ -44,7 +47,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 
-from envs.prompts import HistoryEntry, PromptTemplate, resolve_template
+from envs.prompts import HistoryEntry, PromptTemplate, listed_actions, resolve_template
 from envs.spaces import TextSpace
 
 logger = logging.getLogger(__name__)
@@ -137,6 +140,50 @@ def match_admissible(command: str, admissible_actions: Sequence[str]) -> str | N
     return None
 
 
+def numbered_choice(command: str, admissible_actions: Sequence[str], hidden: frozenset[str]) -> str | None:
+    """The listed action a numeric answer names (``"3"``: the third listed action), else None."""
+    if not (command.isascii() and command.isdigit()):
+        return None
+    listed = listed_actions(admissible_actions, hidden)
+    number = int(command)
+    return listed[number - 1] if 1 <= number <= len(listed) else None
+
+
+def format_response(
+    command: str, admissible_actions: Sequence[str], *, template: PromptTemplate, require_think: bool
+) -> str:
+    """An output that :class:`ActionParsingWrapper` reads as ``command``: an expert's answer.
+
+    ``<action>N</action>`` with the command's number when ``template`` numbers the
+    actions and lists it, else ``<action>command</action>``; with ``require_think``
+    preceded by a one-sentence think block naming the command (demonstrations carry
+    no reasoning of their own).
+    """
+    body = command
+    if template.numbered_actions:
+        listed = listed_actions(admissible_actions, template.hidden_actions)
+        if command in listed:
+            body = str(listed.index(command) + 1)
+    answer = f"<action>{body}</action>"
+    return f"<think>The next step towards the task is to {command}.</think>\n{answer}" if require_think else answer
+
+
+def template_for(env: gym.Env, template: str | None) -> PromptTemplate:
+    """The prompt template ``template`` names, or the env's own (``env.unwrapped.prompt_template``).
+
+    Raises:
+        ValueError: when neither names one, or for an invalid template.
+    """
+    if template is None:
+        template = getattr(env.unwrapped, "prompt_template", None)
+        if template is None:
+            raise ValueError(
+                f"no prompt template: pass template='alfworld', 'webshop' or a format string, "
+                f"or give {type(env.unwrapped).__name__} a 'prompt_template' attribute"
+            )
+    return resolve_template(template)
+
+
 def _info_field(info: Mapping[str, Any], key: str, env: gym.Env) -> Any:
     if key not in info:
         raise ValueError(f"{env.unwrapped!r} broke the text-env contract: info has no {key!r} (keys: {sorted(info)})")
@@ -187,6 +234,8 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         env: Base text env (see the module docstring).
         invalid_action_penalty: Non-negative penalty of each invalid output.
         require_think: Whether a ``<think>`` block is part of a well-formed output.
+        numbered_from: The prompt template, when it numbers the actions: a numeric
+            command then names a listed action (see :func:`numbered_choice`).
     """
 
     def __init__(
@@ -195,6 +244,7 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         invalid_action_penalty: float = DEFAULT_INVALID_ACTION_PENALTY,
         *,
         require_think: bool = True,
+        numbered_from: PromptTemplate | None = None,
     ) -> None:
         super().__init__(env)
         if isinstance(invalid_action_penalty, bool) or not isinstance(invalid_action_penalty, (int, float)):
@@ -209,6 +259,7 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
             )
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.require_think = require_think
+        self.numbered_from = numbered_from if numbered_from is not None and numbered_from.numbered_actions else None
         self.noop_action = noop_action
         self.action_space = TextSpace()
         self._admissible: list[str] = []
@@ -228,7 +279,7 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         if not isinstance(action, str):
             raise TypeError(f"ActionParsingWrapper expects the LLM output as a str, got {type(action).__name__}")
         command = parse_action(action, require_think=self.require_think)
-        admissible = None if command is None else match_admissible(command, self._admissible)
+        admissible = None if command is None else self._admissible_spelling(command)
         valid = admissible is not None
         executed = admissible if valid else self.noop_action
         if not valid:
@@ -254,6 +305,13 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
             num_format_errors=self._num_format_errors,
         )
         return obs, float(reward), terminated, truncated, info
+
+    def _admissible_spelling(self, command: str) -> str | None:
+        if self.numbered_from is not None:
+            chosen = numbered_choice(command, self._admissible, self.numbered_from.hidden_actions)
+            if chosen is not None:
+                return chosen
+        return match_admissible(command, self._admissible)
 
 
 class PromptWrapper(gym.Wrapper[str, str, str, str]):
@@ -289,14 +347,7 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
         super().__init__(env)
         if isinstance(history_length, bool) or not isinstance(history_length, int) or history_length < 0:
             raise ValueError(f"history_length must be an int >= 0, got {history_length!r}")
-        if template is None:
-            template = getattr(env.unwrapped, "prompt_template", None)
-            if template is None:
-                raise ValueError(
-                    f"no prompt template: pass template='alfworld', 'webshop' or a format string, "
-                    f"or give {type(env.unwrapped).__name__} a 'prompt_template' attribute"
-                )
-        self.template: PromptTemplate = resolve_template(template)
+        self.template: PromptTemplate = template_for(env, template)
         self.history_length = history_length
         self.observation_space = TextSpace()
         self._history: deque[HistoryEntry] = deque(maxlen=history_length)
@@ -387,5 +438,8 @@ def make_llm_env(
         env = gym.make(env, **env_kwargs)
     elif env_kwargs:
         raise ValueError(f"env_kwargs {sorted(env_kwargs)} only apply when the env is given by id, not to {env!r}")
-    parsing = ActionParsingWrapper(env, invalid_action_penalty, require_think=require_think)
+    prompt_template = template_for(env, template)
+    parsing = ActionParsingWrapper(
+        env, invalid_action_penalty, require_think=require_think, numbered_from=prompt_template
+    )
     return PromptWrapper(parsing, template=template, history_length=history_length)

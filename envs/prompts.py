@@ -23,6 +23,15 @@ would otherwise read ``"...cabinet 1.."``).
 
 A custom template is a :meth:`str.format` string using any of :data:`SLOTS`;
 it is used at every step.
+
+:data:`ALFWORLD_COMPACT` (``"alfworld-compact"``) is the CPU default's prompt, not
+the paper's: the task, the remembered steps, the observation and the admissible
+actions as a numbered list, one per line, answered by ``<action>N</action>`` (the
+number of the action; the command itself is accepted too, see
+:class:`envs.llm_wrappers.ActionParsingWrapper`), without a think block. It is about
+half as long as Figure 6 and its answer is 4 to 6 tokens, which a 135M model learns
+to produce from a few minutes of supervised warm-up on a CPU
+(``benchmarks/results/cpu_prompt.md``).
 """
 
 from __future__ import annotations
@@ -75,9 +84,17 @@ def format_history(entries: Iterable[HistoryEntry]) -> str:
     )
 
 
-def format_actions(actions: Iterable[str], hidden: frozenset[str] = frozenset()) -> str:
-    """Render commands as ``'a', 'b', ...`` in their given order, leaving out ``hidden`` ones."""
-    return ", ".join(f"'{action}'" for action in actions if action not in hidden)
+def listed_actions(actions: Iterable[str], hidden: frozenset[str] = frozenset()) -> list[str]:
+    """The commands a prompt lists: ``actions`` in their given order without the ``hidden`` ones."""
+    return [action for action in actions if action not in hidden]
+
+
+def format_actions(actions: Iterable[str], hidden: frozenset[str] = frozenset(), *, numbered: bool = False) -> str:
+    """Render the listed commands as ``'a', 'b', ...`` or, ``numbered``, as lines ``1: a``, ``2: b``, ..."""
+    listed = listed_actions(actions, hidden)
+    if numbered:
+        return "\n".join(f"{number}: {action}" for number, action in enumerate(listed, start=1))
+    return ", ".join(f"'{action}'" for action in listed)
 
 
 def template_slots(format_string: str) -> set[str]:
@@ -111,11 +128,14 @@ class PromptTemplate:
         first_step: Format string used while the history is empty.
         with_history: Format string used once at least one step is remembered.
         hidden_actions: Commands left out of the rendered action list.
+        numbered_actions: List the actions as numbered lines; an answer may then be
+            the number of an action (:func:`listed_actions` gives the numbering).
     """
 
     first_step: str
     with_history: str
     hidden_actions: frozenset[str] = frozenset()
+    numbered_actions: bool = False
 
     def __post_init__(self) -> None:
         for format_string in (self.first_step, self.with_history):
@@ -154,7 +174,7 @@ class PromptTemplate:
             the trailing full stop of ``task`` and ``observation``; braces in
             them are not interpreted.
         """
-        actions = format_actions(admissible_actions, self.hidden_actions)
+        actions = format_actions(admissible_actions, self.hidden_actions, numbered=self.numbered_actions)
         format_string = self.with_history if history else self.first_step
         return format_string.format(
             task_description=_drop_full_stop(task),
@@ -235,8 +255,27 @@ WEBSHOP = PromptTemplate(
     ),
 )
 
+_COMPACT_OPENING = "Task: {task_description}.\n"
+_COMPACT_CLOSING = (
+    "Observation: {current_observation}.\n"
+    "Actions:\n{admissible_actions}\n"
+    "Answer with the number of the best action as <action>number</action>."
+)
+
+#: The CPU default's prompt (see the module docstring); not the paper's.
+ALFWORLD_COMPACT = PromptTemplate(
+    first_step=_COMPACT_OPENING + _COMPACT_CLOSING,
+    with_history=_COMPACT_OPENING + "Previous steps:\n{action_history}\n" + _COMPACT_CLOSING,
+    hidden_actions=frozenset({"help"}),
+    numbered_actions=True,
+)
+
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
-TEMPLATES: dict[str, PromptTemplate] = {"alfworld": ALFWORLD, "webshop": WEBSHOP}
+TEMPLATES: dict[str, PromptTemplate] = {
+    "alfworld": ALFWORLD,
+    "webshop": WEBSHOP,
+    "alfworld-compact": ALFWORLD_COMPACT,
+}
 
 
 def resolve_template(name_or_format: str) -> PromptTemplate:

@@ -43,7 +43,8 @@ class TextGuessEnv(gym.Env[str, str]):
         buttons: Distinct button names (>= 2), each one word.
 
     Observations and actions are str. ``info`` holds ``admissible_actions``,
-    ``task``, ``state`` (the observation), ``won``, ``task_id`` and ``step``.
+    ``task``, ``state`` (the observation), ``won``, ``task_id``, ``step`` and
+    ``expert_action`` (the next right press; None once the episode is over).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -157,6 +158,7 @@ class TextGuessEnv(gym.Env[str, str]):
             "won": won,
             "task_id": self._task_id,
             "step": self._steps,
+            "expert_action": None if self._over else f"press {self._code[self._progress]}",
         }
 
 

@@ -32,7 +32,9 @@ Metrics in each ``train()`` result:
   PSA effective neighbours, GiGPO singleton fraction, ...);
 - ``proxmo``: ``num_groups``, ``num_groups_dropped``, ``generated_tokens``,
   ``generated_tokens_per_s`` (per second of generation time, summed over env
-  runners, i.e. the throughput of one runner), and the time split ``time_*_s``
+  runners, i.e. the throughput of one runner), ``prompt_tokens``,
+  ``shared_prefill_fraction`` (prompt tokens a shared prefill of identical prompts did
+  not recompute), ``turns_per_s`` (turns per second of sampling), and the time split ``time_*_s``
   (sampling = generation + env resets + env steps + prompt tokenisation,
   advantages, learning, weight sync, iteration)
   with ``advantage_time_fraction`` = advantages / iteration.
@@ -74,7 +76,9 @@ from rllib_proxmo.rollout.env_runner import (
     GENERATED_TOKENS,
     GENERATION_S,
     PROMPT_HISTORY_CUTS,
+    PROMPT_TOKENS,
     RUNNER_STATS,
+    SHARED_PREFILL_TOKENS,
     GroupedEnvRunner,
     SamplerSettings,
 )
@@ -86,6 +90,10 @@ PROXMO_RESULTS = "proxmo"
 TASK_TYPE_SUCCESS_PREFIX = "success_rate/"
 ADVANTAGE_RESULTS = "advantages"
 SAMPLER_STATE = "proxmo_group_sampler"
+
+
+#: Values of ``old_logp_source`` (see :meth:`ProxMOConfig.training`).
+OLD_LOGP_SOURCES = ("recompute", "sampler")
 
 
 class ProxMOConfig(AlgorithmConfig):
@@ -116,6 +124,7 @@ class ProxMOConfig(AlgorithmConfig):
         self.num_epochs = 1
         self.minibatch_size = 256
         self.micro_batch_size = 4
+        self.old_logp_source = "recompute"
         # Evaluation: each sampled task once, greedy unless model_config says otherwise.
         self.evaluation_num_tasks = 16
         self.evaluation_group_size = 1
@@ -140,6 +149,7 @@ class ProxMOConfig(AlgorithmConfig):
         num_epochs: int = NotProvided,
         minibatch_size: int = NotProvided,
         micro_batch_size: int = NotProvided,
+        old_logp_source: str = NotProvided,
         max_turns: int | None = NotProvided,
         sample_retries: int = NotProvided,
         llm_env_config: dict[str, Any] | None = NotProvided,
@@ -168,6 +178,12 @@ class ProxMOConfig(AlgorithmConfig):
                 mini-batches (the release's ppo_mini_batch_size).
             micro_batch_size: Turns per micro-batch for gradient accumulation
                 inside a mini-batch (per learner).
+            old_logp_source: Where the PPO ratio's old log-probs come from when an
+                iteration takes several optimizer steps: "recompute" (a no-grad
+                forward pass before the first step, as verl) or "sampler" (the env
+                runner's per-token log-probs, one pass fewer; exact only when the
+                sampler computes in the learner's dtype, as the HF engine on CPU does;
+                the learner reports the gap as ``sampler_logp_gap_max``).
             max_turns: Cut episodes after this many turns (None: env's own limit).
             sample_retries: Times the groups of a crashed env runner are re-played.
             llm_env_config: Keywords of ``envs.llm_wrappers.make_llm_env`` (prompt
@@ -194,6 +210,7 @@ class ProxMOConfig(AlgorithmConfig):
             num_epochs=num_epochs,
             minibatch_size=minibatch_size,
             micro_batch_size=micro_batch_size,
+            old_logp_source=old_logp_source,
             max_turns=max_turns,
             sample_retries=sample_retries,
             llm_env_config=llm_env_config,
@@ -249,6 +266,10 @@ class ProxMOConfig(AlgorithmConfig):
                 f"minibatch_size (turns per optimizer step) must be an int >= 1, got {self.minibatch_size!r}",
             ),
             (self.num_epochs >= 1, f"num_epochs must be >= 1, got {self.num_epochs}"),
+            (
+                self.old_logp_source in OLD_LOGP_SOURCES,
+                f"old_logp_source must be one of {list(OLD_LOGP_SOURCES)}, got {self.old_logp_source!r}",
+            ),
             (self.clip_param > 0, f"clip_param must be > 0, got {self.clip_param}"),
             (self.kl_coeff >= 0 and self.entropy_coeff >= 0, "kl_coeff and entropy_coeff must be >= 0"),
             (self.task_ids is None or len(self.task_ids) > 0, "task_ids must be None or non-empty"),
@@ -275,8 +296,6 @@ class ProxMO(Algorithm):
         super().setup(config)
         self._advantages = GroupAdvantages(self.config.advantage_config)
         self._group_rng = np.random.default_rng(self.config.seed)
-        # Evaluation draws from its own stream so that it leaves training reproducible.
-        self._eval_rng = np.random.default_rng([self.config.seed or 0, 1])
         self._groups_drawn = 0
 
     # ------------------------------------------------------------ sampling
@@ -420,6 +439,11 @@ class ProxMO(Algorithm):
                 "num_groups_dropped": stats["num_groups_dropped"],
                 "generated_tokens": stats[GENERATED_TOKENS],
                 "generated_tokens_per_s": stats[GENERATED_TOKENS] / generation_s if generation_s > 0 else 0.0,
+                "prompt_tokens": stats[PROMPT_TOKENS],
+                "shared_prefill_fraction": stats[SHARED_PREFILL_TOKENS] / stats[PROMPT_TOKENS]
+                if stats[PROMPT_TOKENS]
+                else 0.0,
+                "turns_per_s": ep_metrics["num_turns"] / sampling_s if sampling_s > 0 else 0.0,
                 "time_sampling_s": sampling_s,
                 "time_generation_s": generation_s,
                 "time_env_step_s": stats[ENV_STEP_S],
@@ -449,7 +473,9 @@ class ProxMO(Algorithm):
         """Play ``evaluation_num_tasks`` tasks ``evaluation_group_size`` times each, no exploration.
 
         Uses the evaluation env runners (``evaluation_config`` may point the env at the
-        unseen split) and ``model_config["eval_temperature"]`` (0 = greedy).
+        unseen split) and ``model_config["eval_temperature"]`` (0 = greedy). Every call
+        draws the same tasks and seeds (from ``config.seed``, apart from the training
+        stream), so evaluations of the same run compare policies on the same tasks.
         """
         config = self.config
         runner_group = self.eval_env_runner_group or self.env_runner_group
@@ -458,7 +484,7 @@ class ProxMO(Algorithm):
                 from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
             )
         groups, seed = self._draw_groups(
-            self._eval_rng,
+            np.random.default_rng([config.seed or 0, 1]),
             self.evaluation_config.task_ids,
             config.evaluation_num_tasks,
             config.evaluation_group_size,
@@ -478,7 +504,6 @@ class ProxMO(Algorithm):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[SAMPLER_STATE] = {
             "rng": self._group_rng.bit_generator.state,
-            "eval_rng": self._eval_rng.bit_generator.state,
             "groups_drawn": self._groups_drawn,
         }
         return state
@@ -487,7 +512,6 @@ class ProxMO(Algorithm):
         super().set_state(state)
         if SAMPLER_STATE in state:
             self._group_rng.bit_generator.state = state[SAMPLER_STATE]["rng"]
-            self._eval_rng.bit_generator.state = state[SAMPLER_STATE]["eval_rng"]
             self._groups_drawn = state[SAMPLER_STATE]["groups_drawn"]
 
 

@@ -1,10 +1,13 @@
 """The main job (``make train``): train ProxMO, evaluate on unseen tasks, save and track it all.
 
 Defaults fit a 2-core CPU in about 20 minutes: SmolLM2-135M-Instruct (embedded
-weights) on 12 generated ALFWorld games, 2 tasks x 4 rollouts per iteration, 3
-turns of at most 32 new tokens; training stops once the next iteration would
-overrun ``--time-budget-min`` (estimated from the mean iteration time so far) or
-after ``--stop-iters``. Then the policy plays the unseen split greedily, and the
+weights, top 4 of 30 layers trained) on 12 generated ALFWorld games with the compact
+numbered-action prompt (``envs.prompts.ALFWORLD_COMPACT``). First a supervised warm
+start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.sft`; 0 skips it), then
+the starting policy plays the unseen split greedily, then RL: 2 tasks x 4 rollouts per
+iteration, 8 turns of at most 12 new tokens; training stops once the next iteration
+would overrun ``--time-budget-min`` (estimated from the mean iteration time so far) or
+after ``--stop-iters``. Then the policy plays the unseen split greedily again, and the
 job writes to ``--output`` (default ``results/<run-name>``):
 
 - ``checkpoint/``: the algorithm (``Algorithm.from_checkpoint`` restores it);
@@ -12,7 +15,10 @@ job writes to ``--output`` (default ``results/<run-name>``):
 - ``rollouts/``: every iteration's steps as Parquet (``rllib_proxmo.analysis.rollout_files``), e.g. for
   ``tuned_examples/psa_similarity_search.py --rollouts``;
 - ``evaluation.csv`` / ``evaluation.md``: success per task type (paper Table 1
-  columns for ALFWorld; score and success for WebShop);
+  columns for ALFWorld; score and success for WebShop) of the starting policy and of
+  the trained one;
+- ``warm_start/``: the warm-started policy as a Hugging Face model directory, with
+  ``warm_start.json`` (its settings and per-epoch loss);
 
 and, unless ``--no-mlflow``, one MLflow run recorded like every Tune trial's
 (:mod:`rllib_proxmo.experiments.tracking`: the flattened algorithm config as params,
@@ -52,7 +58,7 @@ from rllib_proxmo.experiments.cli import (
     positive_int,
 )
 from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
-from rllib_proxmo.experiments.scale import CPU, PAPER, env_configs
+from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_configs
 from rllib_proxmo.experiments.tables import history_row
 
 
@@ -81,12 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm-env-config",
         type=json_object,
         default={},
-        help="JSON keywords of envs.llm_wrappers.make_llm_env, e.g. '{\"require_think\": false}'",
+        help="JSON keywords of envs.llm_wrappers.make_llm_env merged into the CPU defaults (ALFWorld: compact "
+        'numbered prompt, 1 history step, no think block), e.g. \'{"template": "alfworld", "require_think": true}\'',
     )
     task.add_argument(
         "--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games per split"
     )
     task.add_argument("--model", default=CPU.model, help="model alias, local directory or hub id")
+    task.add_argument(
+        "--trainable-layers",
+        type=non_negative_int,
+        default=CPU.trainable_layers,
+        help=f"train only the top N decoder layers, 0 = every weight (default {CPU.trainable_layers})",
+    )
+    warm = parser.add_argument_group("supervised warm start (rllib_proxmo.sft)")
+    warm.add_argument(
+        "--sft-episodes",
+        type=non_negative_int,
+        default=CPU.warm_up_episodes,
+        help=f"expert episodes to fine-tune on before RL, 0 = no warm start (default {CPU.warm_up_episodes})",
+    )
+    warm.add_argument("--sft-epochs", type=positive_int, default=CPU.warm_up_epochs, help="passes over them")
+    warm.add_argument("--sft-lr", type=positive_float, default=CPU.warm_up_lr, help="warm-start learning rate")
     algo = parser.add_argument_group("algorithm")
     add_advantage_arguments(algo)
     algo.add_argument("--tasks", type=positive_int, default=CPU.tasks_per_iteration, help="task groups per iteration")
@@ -103,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     algo.add_argument(
         "--micro-batch-size", type=positive_int, default=CPU.micro_batch_size, help="turns per gradient micro-batch"
     )
-    algo.add_argument("--lr", type=positive_float, help="learning rate (default: ProxMOConfig's, the paper's 1e-6)")
+    algo.add_argument(
+        "--lr", type=positive_float, default=CPU.lr, help=f"RL learning rate (default {CPU.lr}; the paper's 1e-6)"
+    )
     algo.add_argument(
         "--eval-tasks", type=positive_int, default=CPU.evaluation_num_tasks, help="held-out tasks played at the end"
     )
@@ -153,11 +177,12 @@ def build_config(args: argparse.Namespace) -> Any:
     from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 
     train_env, eval_env = split_configs(args)
-    model_config: dict[str, Any] = {
-        "model_name_or_path": args.model,
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": 1.0,
-    }
+    model_config = CPU.model_config(args.env, args.model)
+    model_config["max_new_tokens"] = args.max_new_tokens
+    if args.trainable_layers:
+        model_config["trainable_layers"] = args.trainable_layers
+    else:
+        model_config.pop("trainable_layers", None)
     if args.num_gpus_per_learner:
         model_config["dtype"] = PAPER.dtype
     training: dict[str, Any] = dict(
@@ -167,12 +192,11 @@ def build_config(args: argparse.Namespace) -> Any:
         max_turns=args.max_turns,
         minibatch_size=args.minibatch_size,
         micro_batch_size=args.micro_batch_size,
+        old_logp_source=CPU.old_logp_source,
+        lr=args.lr,
+        llm_env_config={**CPU.llm_env_config(args.env), **args.llm_env_config},
         rollouts_dir=str(Path(args.output).resolve() / "rollouts"),
     )
-    if args.llm_env_config:
-        training["llm_env_config"] = args.llm_env_config
-    if args.lr is not None:
-        training["lr"] = args.lr
     return (
         ProxMOConfig()
         .environment(args.env, env_config=train_env)
@@ -229,11 +253,44 @@ def _start_tracker(args: argparse.Namespace, config: Any) -> Any:
     return tracker
 
 
+def _warm_start(args: argparse.Namespace, config: Any, output: Path, tracker: Any) -> Path:
+    """Fine-tune the policy on expert episodes (:mod:`rllib_proxmo.sft`); return the model directory."""
+    from rllib_proxmo.sft import FineTuneSettings, warm_start
+
+    def track(stats: Any) -> None:
+        if tracker is not None:
+            tracker.log_metrics(
+                {"warm_start/loss": stats.loss, "warm_start/answer_prob": stats.answer_prob}, stats.epoch
+            )
+
+    print(f"warm start: fine-tuning on {args.sft_episodes} expert episodes ...", flush=True)
+    result = warm_start(
+        config,
+        output / "warm_start",
+        num_episodes=args.sft_episodes,
+        settings=FineTuneSettings(lr=args.sft_lr, epochs=args.sft_epochs, seed=args.seed),
+        expert_env_config=EXPERT_ENV_CONFIGS.get(args.env),
+        on_epoch=track,
+    )
+    if tracker is not None:
+        tracker.set_tags({"warm_start_dir": str(result.model_dir)})
+    print(f"warm start done in {result.seconds:.0f} s: {result.model_dir}", flush=True)
+    return result.model_dir
+
+
+def _evaluation_line(label: str, metrics: Mapping[str, float]) -> str:
+    return (
+        f"{label}: success {metrics['success_rate']:.2f} | format-valid {metrics['format_valid_rate']:.2f} | "
+        f"admissible {metrics['admissible_action_rate']:.2f} over {metrics['num_episodes']:.0f} episodes"
+    )
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run the job ``args`` describe; return the written paths and the final figures.
 
     Keys: ``checkpoint``, ``plot``, ``evaluation_csv``, ``evaluation_md`` (paths),
-    ``history`` (one :func:`history_row` per iteration), ``evaluation`` (metrics),
+    ``history`` (one :func:`history_row` per iteration), ``evaluation`` and
+    ``start_evaluation`` (metrics after RL and of the policy RL started from),
     ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked).
     """
     import ray
@@ -249,6 +306,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     tracker = _start_tracker(args, config)
     status = "FAILED"
     try:
+        if args.sft_episodes:
+            warm_dir = _warm_start(args, config, output, tracker)
+            config.rl_module(model_config={**config.model_config, "model_name_or_path": str(warm_dir)})
+        start_label = "warm start" if args.sft_episodes else "start"
         owns_ray = start_ray(
             address=args.address,
             num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
@@ -259,9 +320,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             algo = config.build_algo()
             print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
             try:
-                history = _train_loop(args, algo, tracker)
                 split = split_configs(args)[1].get("split", "training")
-                print(f"evaluating greedily on {args.eval_tasks} tasks of the {split} split ...", flush=True)
+                print(
+                    f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...", flush=True
+                )
+                start_evaluation = algo.evaluate()["env_runners"]
+                print(_evaluation_line(start_label, start_evaluation), flush=True)
+                if tracker is not None:
+                    tracker.log_metrics(flatten_metrics({"evaluation_start": {"env_runners": start_evaluation}}), 0)
+                history = _train_loop(args, algo, tracker)
+                print(f"evaluating greedily on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
                 evaluation = algo.evaluate()["env_runners"]
                 checkpoint = Path(algo.save(str(output / "checkpoint")).checkpoint.path)
             finally:
@@ -271,7 +339,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 ray.shutdown()
         title = f"{args.estimator} on {args.env} ({args.model})"
         plot, csv_path, md_path = write_run_files(
-            output, history, evaluation, env=args.env, estimator=args.estimator, title=title
+            output,
+            history,
+            evaluation,
+            env=args.env,
+            estimator=args.estimator,
+            title=title,
+            start_evaluation=start_evaluation,
+            start_label=start_label,
         )
         print(f"\nevaluation ({evaluation['num_episodes']:.0f} episodes of the {split} split, %):")
         print(md_path.read_text())
@@ -295,6 +370,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "evaluation_md": md_path,
         "history": history,
         "evaluation": evaluation,
+        "start_evaluation": start_evaluation,
         "mlflow_run_id": tracker.run_id if tracked else None,
         "tracking_uri": tracker.tracking_uri if tracked else None,
     }

@@ -71,6 +71,9 @@ def plot_learning_curve(
     path: str | Path,
     title: str,
     evaluation: Mapping[str, float] | None = None,
+    start_evaluation: Mapping[str, float] | None = None,
+    *,
+    start_label: str = "start",
 ) -> Path:
     """Write a three-panel learning curve to ``path`` (PNG) and return the path.
 
@@ -82,6 +85,9 @@ def plot_learning_curve(
         title: Figure title (e.g. estimator, env and model).
         evaluation: Final evaluation metrics (``success_rate``, ``score_mean``), drawn
             as stars after the last iteration.
+        start_evaluation: The same evaluation of the starting policy (after a warm
+            start), drawn as diamonds at iteration 0, with a dashed line where RL begins.
+        start_label: Legend name of the starting policy and of the line.
 
     Raises:
         ValueError: when ``history`` is empty or a row lacks a plotted key.
@@ -98,6 +104,15 @@ def plot_learning_curve(
     for ax, (panel, ylabel, curves) in zip(axes, PANELS):
         for label, key in curves:
             ax.plot(iterations, [row[key] for row in history], marker=_marker(len(history)), label=label)
+            if start_evaluation is not None and key in start_evaluation:
+                ax.plot(
+                    [0],
+                    [start_evaluation[key]],
+                    marker="D",
+                    markersize=9,
+                    linestyle="none",
+                    label=f"{label} ({start_label}, evaluation)",
+                )
             if evaluation is not None and key in evaluation:
                 ax.plot(
                     [iterations[-1]],
@@ -107,6 +122,8 @@ def plot_learning_curve(
                     linestyle="none",
                     label=f"{label} (evaluation)",
                 )
+        if start_evaluation is not None:
+            ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label=f"RL starts ({start_label} ended)")
         _finish_axes(ax, panel, ylabel)
     axes[0].set_ylim(-0.05, 1.05)
     return _save(figure, path)

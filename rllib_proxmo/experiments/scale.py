@@ -39,6 +39,14 @@ class Scale:
         max_prompt_tokens: Prompt token limit per env id (the env runner's
             ``max_prompt_tokens``: older history turns are dropped to fit); an env
             not listed has none. See :meth:`prompt_limit`.
+        lr: Learning rate of the RL updates.
+        trainable_layers: Train only this many top decoder layers (None: all weights).
+        old_logp_source: ``ProxMOConfig.old_logp_source``.
+        llm_env_configs: ``make_llm_env`` keywords per env id (an env not listed: the
+            paper's prompt, history and think block).
+        warm_up_episodes: Expert episodes of the supervised warm start before RL (0: none).
+        warm_up_epochs: Passes of the warm start over its demonstrations.
+        warm_up_lr: Learning rate of the warm start.
     """
 
     name: str
@@ -55,6 +63,31 @@ class Scale:
     evaluation_num_tasks: int
     num_games: int | None
     max_prompt_tokens: Mapping[str, int]
+    lr: float
+    trainable_layers: int | None
+    old_logp_source: str
+    llm_env_configs: Mapping[str, Mapping[str, Any]]
+    warm_up_episodes: int
+    warm_up_epochs: int
+    warm_up_lr: float
+
+    def llm_env_config(self, env: str) -> dict[str, Any]:
+        """``make_llm_env`` keywords of ``env`` at this scale (empty: the paper's defaults)."""
+        return dict(self.llm_env_configs.get(env, {}))
+
+    def model_config(self, env: str, model: str | None = None) -> dict[str, Any]:
+        """The RLModule's model config for ``env`` at this scale (``model`` overrides :attr:`model`)."""
+        config: dict[str, Any] = {
+            "model_name_or_path": model or self.model,
+            "dtype": self.dtype,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": 1.0,
+        }
+        if self.prompt_limit(env) is not None:
+            config["max_prompt_tokens"] = self.prompt_limit(env)
+        if self.trainable_layers is not None:
+            config["trainable_layers"] = self.trainable_layers
+        return config
 
     def prompt_limit(self, env: str) -> int | None:
         """``model_config["max_prompt_tokens"]`` for ``env`` at this scale (None: unlimited)."""
@@ -77,6 +110,13 @@ PAPER = Scale(
     num_games=None,
     # The release's prompt limits.
     max_prompt_tokens={ALFWORLD: 2048, WEBSHOP: 4096},
+    lr=1e-6,
+    trainable_layers=None,
+    old_logp_source="recompute",
+    llm_env_configs={},
+    warm_up_episodes=0,
+    warm_up_epochs=2,
+    warm_up_lr=1e-5,
 )
 CPU = Scale(
     name="cpu",
@@ -84,8 +124,8 @@ CPU = Scale(
     tasks_per_iteration=2,
     group_size=4,
     iterations=2,
-    max_turns=3,
-    max_new_tokens=32,
+    max_turns=8,
+    max_new_tokens=12,
     minibatch_size=8,
     micro_batch_size=4,
     dtype="float32",
@@ -93,7 +133,18 @@ CPU = Scale(
     evaluation_num_tasks=12,
     num_games=12,
     max_prompt_tokens={},
+    # Chosen by measurement on 2 cores (docs/design.md, benchmarks/results/cpu_default.md).
+    lr=1e-5,
+    trainable_layers=4,
+    old_logp_source="sampler",
+    llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
+    warm_up_episodes=12,
+    warm_up_epochs=2,
+    warm_up_lr=1e-4,
 )
+#: Env-config entries that switch an env's expert on for the warm start (other envs must
+#: report ``info["expert_action"]`` by themselves).
+EXPERT_ENV_CONFIGS: dict[str, dict[str, Any]] = {ALFWORLD: {"expert": True}}
 SCALES = {scale.name: scale for scale in (PAPER, CPU)}
 
 #: Held-out split each env evaluates on.

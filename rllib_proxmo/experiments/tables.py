@@ -52,14 +52,23 @@ def evaluation_table(env: str, metrics: Mapping[str, float]) -> dict[str, str]:
     return {**{t: percent(f"success_rate/{t}") for t in task_types}, "all": percent("success_rate")}
 
 
-def write_evaluation_table(row: Mapping[str, str], method: str, directory: Path) -> tuple[Path, Path]:
-    """Write ``evaluation.csv`` and ``evaluation.md`` (one row named ``method``); return their paths."""
-    columns = ["method", *row]
-    values = [method, *row.values()]
+def write_evaluation_table(rows: Mapping[str, Mapping[str, str]], directory: Path) -> tuple[Path, Path]:
+    """Write ``evaluation.csv`` and ``evaluation.md``, one row per method (name -> row); return their paths.
+
+    Raises:
+        ValueError: without a row, or for rows with different columns.
+    """
+    if not rows:
+        raise ValueError("write_evaluation_table needs at least one row")
+    first = list(next(iter(rows.values())))
+    if any(list(row) != first for row in rows.values()):
+        raise ValueError(f"evaluation rows have different columns: {[list(row) for row in rows.values()]}")
+    columns = ["method", *first]
+    values = [[method, *row.values()] for method, row in rows.items()]
     csv_path, md_path = directory / "evaluation.csv", directory / "evaluation.md"
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        writer.writerow(values)
-    md_path.write_text(markdown_table(columns, [values]) + "\n")
+        writer.writerows(values)
+    md_path.write_text(markdown_table(columns, values) + "\n")
     return csv_path, md_path

@@ -183,6 +183,8 @@ def write_run_files(
     env: str,
     estimator: str,
     title: str,
+    start_evaluation: Mapping[str, float] | None = None,
+    start_label: str = "start",
 ) -> list[Path]:
     """Write a run's ``learning_curve.png`` (when ``history`` has a row) and
     ``evaluation.csv`` / ``evaluation.md`` (when it was evaluated) to ``directory``.
@@ -193,6 +195,10 @@ def write_run_files(
         evaluation: The last evaluation's ``env_runners`` metrics, or None.
         env, estimator: Select the table columns and name its row.
         title: Title of the learning curve.
+        start_evaluation: The same evaluation of the policy RL started from (e.g. after
+            the warm start): a first table row named ``start_label`` and a marker at
+            iteration 0 of the curve.
+        start_label: Name of that row and marker.
 
     Returns:
         The paths written.
@@ -201,9 +207,15 @@ def write_run_files(
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     if history:
-        paths.append(plot_learning_curve(history, out / "learning_curve.png", title, evaluation))
+        paths.append(
+            plot_learning_curve(
+                history, out / "learning_curve.png", title, evaluation, start_evaluation, start_label=start_label
+            )
+        )
     if evaluation:
-        paths.extend(write_evaluation_table(evaluation_table(env, evaluation), estimator, out))
+        rows = {} if start_evaluation is None else {start_label: evaluation_table(env, start_evaluation)}
+        rows[estimator] = evaluation_table(env, evaluation)
+        paths.extend(write_evaluation_table(rows, out))
     return paths
 
 

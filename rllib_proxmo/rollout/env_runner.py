@@ -39,6 +39,7 @@ from ray.rllib.utils.framework import get_device
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
+from rllib_proxmo.rollout import chat
 from rllib_proxmo.rollout.engines import HFEngine, InferenceEngine, SamplingParams
 from rllib_proxmo.rollout.env_factory import make_text_env
 from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, Turn
@@ -47,13 +48,24 @@ logger = logging.getLogger(__name__)
 
 TEXT_SPACE = gym.spaces.Text(max_length=1 << 20)
 GENERATED_TOKENS = "generated_tokens"
+#: Prompt tokens sent to the engine, and those of them a shared prefill did not recompute.
+PROMPT_TOKENS = "prompt_tokens"
+SHARED_PREFILL_TOKENS = "shared_prefill_tokens"
 GENERATION_S = "generation_s"
 ENV_STEP_S = "env_step_s"
 ENV_RESET_S = "env_reset_s"
 #: Prompts re-rendered with fewer history turns to fit ``max_prompt_tokens``.
 PROMPT_HISTORY_CUTS = "prompt_history_cut_count"
 #: Counters an env runner accumulates between two ``get_metrics`` calls.
-RUNNER_STATS = (GENERATED_TOKENS, GENERATION_S, ENV_STEP_S, ENV_RESET_S, PROMPT_HISTORY_CUTS)
+RUNNER_STATS = (
+    GENERATED_TOKENS,
+    PROMPT_TOKENS,
+    SHARED_PREFILL_TOKENS,
+    GENERATION_S,
+    ENV_STEP_S,
+    ENV_RESET_S,
+    PROMPT_HISTORY_CUTS,
+)
 
 
 @dataclass(frozen=True)
@@ -165,11 +177,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
 
     # ------------------------------------------------------------- sampling
     def _encode_prompt(self, prompt: str) -> tuple[int, ...]:
-        tokenizer = self.module.tokenizer
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-        return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat.prompt_ids(self.module.tokenizer, prompt)
 
     def _prompt_ids(self, item: _LiveEpisode) -> tuple[int, ...]:
         """Token ids of the episode's prompt, within ``max_prompt_tokens``.
@@ -266,6 +274,8 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             generations = self.engine.generate(prompts, self._sampling_params(explore, seed + turn_index))
             self._stats[GENERATION_S] += time.perf_counter() - start
             self._stats[GENERATED_TOKENS] += sum(len(g.token_ids) for g in generations)
+            self._stats[PROMPT_TOKENS] += sum(len(p) for p in prompts)
+            self._stats[SHARED_PREFILL_TOKENS] += getattr(self.engine, "shared_prefill_tokens", 0)
             still_live = []
             start = time.perf_counter()
             for item, prompt_ids, generation in zip(live, prompts, generations):

@@ -112,7 +112,7 @@ def test_evaluation_tables_use_the_paper_columns(tmp_path):
     assert alfworld["all"] == "25.0"
     assert evaluation_table("WebShop-v0", metrics) == {"score": "30.0", "success": "25.0"}
     assert evaluation_table("TextGuess-v0", {"success_rate": 1.0}) == {"all": "100.0"}
-    csv_path, md_path = write_evaluation_table(alfworld, "proxmo", tmp_path)
+    csv_path, md_path = write_evaluation_table({"proxmo": alfworld}, tmp_path)
     rows = list(csv.reader(csv_path.open()))
     assert rows == [["method", *ALFWORLD_TASK_TYPES, "all"], ["proxmo", "50.0", "-", "-", "-", "0.0", "-", "25.0"]]
     lines = md_path.read_text().splitlines()
@@ -162,6 +162,12 @@ TINY_RUN = [
     "3",
     "--run-name",
     "tiny-run",
+    "--trainable-layers",
+    "1",
+    "--sft-episodes",
+    "2",
+    "--sft-epochs",
+    "1",
 ]
 #: Framework output a start-up of the job used to print (runtime.quiet_framework_output drops it).
 FRAMEWORK_NOTICES = (
@@ -239,6 +245,10 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     for notice in FRAMEWORK_NOTICES:
         assert notice not in errors, notice
     assert "iter 1/1 | success " in printed and "ETA" in printed
+    # The warm start ran first, RL started from its model, and both were evaluated on the same tasks.
+    warm_dir = output / "warm_start"
+    assert "warm-up epoch 1/1 | loss " in printed and (warm_dir / "model.safetensors").exists()
+    assert printed.index("warm start done") < printed.index("warm start: success") < printed.index("iter 1/1")
     checkpoint, plot = output / "checkpoint", output / "learning_curve.png"
     for path in (checkpoint, plot, output / "evaluation.csv", output / "evaluation.md"):
         assert str(path) in printed and path.exists()
@@ -264,7 +274,12 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     # The final evaluation under the name periodic evaluation has in Tune trials, at the last iteration.
     evaluation = client.get_metric_history(run.info.run_id, "evaluation/env_runners/success_rate")
     table = list(csv.reader((output / "evaluation.csv").open()))
-    assert [(m.step, f"{100 * m.value:.1f}") for m in evaluation] == [(1, table[1][-1])]
+    assert [row[0] for row in table[1:]] == ["warm start", "proxmo"]
+    assert [(m.step, f"{100 * m.value:.1f}") for m in evaluation] == [(1, table[2][-1])]
+    start = client.get_metric_history(run.info.run_id, "evaluation_start/env_runners/success_rate")
+    assert [(m.step, f"{100 * m.value:.1f}") for m in start] == [(0, table[1][-1])]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "warm_start/loss")] == [1]
+    assert tags["warm_start_dir"] == str(warm_dir) and params["_model_config.trainable_layers"] == "1"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "evaluation/env_runners/num_episodes")] == [3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"learning_curve.png", "evaluation.csv", "evaluation.md", "checkpoint"} <= artifacts

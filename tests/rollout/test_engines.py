@@ -134,3 +134,23 @@ def test_engine_needs_a_pad_token(tmp_path):
     tokenizer.pad_token = None
     with pytest.raises(ValueError, match="pad token"):
         HFEngine(policy.model, tokenizer)
+
+
+# Rows 0, 2 and 4 are one prompt (a group at turn 0), rows 1 and 3 another.
+SHARED_PROMPTS = [PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[3]]
+
+
+def test_identical_prompts_are_prefilled_once_and_sample_what_an_unshared_call_samples(model_dir):
+    policy = _policy(model_dir)
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, seed=11)
+    shared = HFEngine(policy.model, policy.tokenizer)
+    generations = shared.generate(SHARED_PROMPTS, params)
+    # Two repeats of a 7-token prompt and one of a 4-token prompt: 2 * 6 + 1 * 3 prefill tokens saved.
+    assert shared.shared_prefill_tokens == 15
+    unshared = HFEngine(policy.model, policy.tokenizer, share_prefill=False)
+    reference = unshared.generate(SHARED_PROMPTS, params)
+    assert unshared.shared_prefill_tokens == 0
+    assert [g.token_ids for g in generations] == [g.token_ids for g in reference]
+    for prompt, generation in zip(SHARED_PROMPTS, generations, strict=True):
+        gap = (_learner_logp(policy, list(prompt), generation) - torch.tensor(generation.logprobs)).abs().max()
+        assert float(gap) < 1e-4

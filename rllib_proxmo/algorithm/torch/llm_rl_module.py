@@ -17,6 +17,11 @@ Model config keys (``config.rl_module(model_config={...})``):
   adapter is trained (fp32 on the learner) and sent to env runners, the frozen base
   is stored in ``dtype``, and the reference policy is the base model with the adapter
   disabled (no second copy).
+- ``trainable_layers``: train only the top N decoder layers (embeddings, the lower
+  layers, the final norm and the LM head stay frozen; None, the default, trains every
+  weight). Backward passes then stop at layer N from the top: on the CPU default
+  (SmolLM2-135M, 30 layers, top 4) a forward+backward costs about one forward pass
+  (``benchmarks/learner_throughput.py``). Not combinable with ``lora``.
 - ``temperature`` (default 1.0): the training sampling temperature, which the
   log-probs of this module use too (the env runner samples with ``self.temperature``).
 - ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``: the
@@ -81,6 +86,37 @@ def autocast_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype | None:
     return dtype if device_type == "cuda" and dtype != torch.float32 else None
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a Hugging Face causal LM (``model.model.layers``, Llama/Qwen2/SmolLM style).
+
+    Raises:
+        ValueError: for an architecture that keeps its blocks elsewhere.
+    """
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(
+            f"{type(model).__name__} keeps no decoder blocks in model.layers: trainable_layers needs a "
+            "Llama/Qwen2-style causal LM (or leave trainable_layers unset)"
+        )
+    return layers
+
+
+def freeze_below_top_layers(model: torch.nn.Module, trainable_layers: int) -> None:
+    """Leave only the top ``trainable_layers`` decoder blocks trainable.
+
+    Raises:
+        ValueError: unless ``1 <= trainable_layers <= number of blocks``.
+    """
+    layers = decoder_layers(model)
+    if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int):
+        raise ValueError(f"trainable_layers must be an int, got {trainable_layers!r}")
+    if not 1 <= trainable_layers <= len(layers):
+        raise ValueError(f"trainable_layers must be in [1, {len(layers)}] for this model, got {trainable_layers}")
+    model.requires_grad_(False)
+    for layer in layers[len(layers) - trainable_layers :]:
+        layer.requires_grad_(True)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions 0, 1, ... counted over real tokens only (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -97,6 +133,9 @@ class LLMRLModule(TorchRLModule):
         self.compute_dtype = compute_dtype(config.get("dtype", "float32"), training=training)
         self.temperature = float(config.get("temperature", 1.0))
         self.uses_lora = bool(config.get("lora"))
+        trainable_layers = config.get("trainable_layers")
+        if trainable_layers is not None and self.uses_lora:
+            raise ValueError("model_config sets both lora and trainable_layers: choose one way to train")
         # Weights that AdamW updates are fp32; frozen and inference-only weights use the compute dtype.
         storage_dtype = torch.float32 if training and not self.uses_lora else self.compute_dtype
         model, self.tokenizer = load_causal_lm(config["model_name_or_path"], storage_dtype)
@@ -105,7 +144,12 @@ class LLMRLModule(TorchRLModule):
 
             # peft's autocast_adapter_dtype keeps the trained adapter in fp32 over a bf16 base.
             model = get_peft_model(model, LoraConfig(**config["lora"]), autocast_adapter_dtype=training)
+        elif trainable_layers is not None:
+            freeze_below_top_layers(model, trainable_layers)
         self.model = model
+        #: Whether only part of the weights is trained (LoRA adapter or top layers):
+        #: env runners then receive only those, the rest stays as loaded.
+        self.trains_subset = self.uses_lora or trainable_layers is not None
         reference = None
         if training and not self.uses_lora:
             reference = copy.deepcopy(model).to(self.compute_dtype).requires_grad_(False).eval()
@@ -177,13 +221,15 @@ class LLMRLModule(TorchRLModule):
         """Weights as CPU tensors.
 
         ``inference_only=True`` gives what env runners need: the policy weights (with
-        LoRA, only the adapter), cast to the compute dtype. Otherwise the weights keep
+        LoRA only the adapter, with ``trainable_layers`` only those layers), cast to the
+        compute dtype. Otherwise the weights keep
         their own dtype (fp32 master weights) and the reference model's weights are
         included under ``"reference::<name>"`` so checkpoints restore it.
         """
         policy = self.model.state_dict()
-        if inference_only and self.uses_lora:
-            policy = {k: v for k, v in policy.items() if "lora_" in k}
+        if inference_only and self.trains_subset:
+            trained = {name for name, param in self.model.named_parameters() if param.requires_grad}
+            policy = {k: v for k, v in policy.items() if k in trained}
         state = {
             k: v.detach().to(
                 "cpu", self.compute_dtype if inference_only and v.is_floating_point() else v.dtype, copy=True
@@ -204,9 +250,9 @@ class LLMRLModule(TorchRLModule):
         unknown = sorted(set(policy) - set(own))
         if unknown:
             raise ValueError(f"state holds weights this model does not have: {unknown[:5]}")
-        if not self.uses_lora and set(policy) != set(own):
+        if not self.trains_subset and set(policy) != set(own):
             raise ValueError(f"state lacks weights of this model: {sorted(set(own) - set(policy))[:5]}")
-        # A LoRA state may carry only the adapter; the frozen base stays as loaded.
-        self.model.load_state_dict(policy, strict=not self.uses_lora)
+        # A state may carry only the trained weights; the frozen ones stay as loaded.
+        self.model.load_state_dict(policy, strict=not self.trains_subset)
         if reference and self._reference is not None:
             self._reference.load_state_dict(reference)

@@ -15,10 +15,11 @@ to ``grad_clip`` and AdamW steps (on fp32 master weights, see
 :mod:`rllib_proxmo.algorithm.torch.llm_rl_module`).
 
 Old log-probs: with a single optimizer step in total the update is on-policy and
-``old_logp = logp.detach()`` (ratio 1, as verl). With more steps an extra no-grad
-forward pass computes them before the first step, on exactly the micro-batches of
-the first epoch. Reference log-probs come from the same pre-pass (skipped when
-``kl_coeff`` is 0).
+``old_logp = logp.detach()`` (ratio 1, as verl). With more steps they are the
+sampler's per-token log-probs under ``old_logp_source="sampler"``; otherwise an
+extra no-grad forward pass computes them before the first step, on exactly the
+micro-batches of the first epoch. Reference log-probs come from the same pre-pass
+(skipped when ``kl_coeff`` is 0).
 
 Loss per response token, averaged over the response tokens of the mini-batch on all
 learners (token mean per mini-batch)::
@@ -46,8 +47,9 @@ after the first, i.e. once the weights have moved; 0 with a single step),
 ``num_response_tokens`` (over all learners), ``num_micro_batches`` (this learner's
 backward passes), and, when the batch carries the sampler's log-probs,
 ``sampler_logp_gap_max`` / ``sampler_logp_gap_mean``: max / mean over response tokens
-of |learner logp - sampler logp| at the first forward pass of each row, before any
-optimizer step (``_mean`` is this learner's token mean).
+of |learner logp - sampler logp| of the rows the learner scores before its first
+optimizer step (every row when old log-probs are recomputed, else the first
+mini-batch's; ``_mean`` is this learner's token mean).
 """
 
 from __future__ import annotations
@@ -217,19 +219,27 @@ class ProxMOTorchLearner(TorchLearner):
         self, policy: Any, tensors: dict[str, torch.Tensor], plan: list[list[np.ndarray]], config: Any, on_policy: bool
     ) -> None:
         """No-grad forwards over the first epoch's micro-batches: reference and (off-policy) old log-probs."""
-        if on_policy and config.kl_coeff == 0:
+        recompute = not on_policy and config.old_logp_source == "recompute"
+        if not on_policy and not recompute:
+            if SAMPLER_LOGP not in tensors:
+                raise ValueError(
+                    "old_logp_source='sampler' needs the sampler's log-probs, but the batch has no "
+                    f"{SAMPLER_LOGP!r} column (an engine that does not report them): use 'recompute'"
+                )
+            tensors[OLD_LOGP] = tensors[SAMPLER_LOGP].float()
+        if not recompute and config.kl_coeff == 0:
             return
         shape = tensors[INPUT_IDS].shape
         if config.kl_coeff > 0:
             tensors[REF_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
-        if not on_policy:
+        if recompute:
             tensors[OLD_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
         with torch.no_grad():
             for rows in (rows for step in plan for rows in step):
                 mb = self._micro_batch(tensors, rows)
                 if config.kl_coeff > 0:
                     self._scatter(tensors[REF_LOGP], rows, policy.reference_logp(mb))
-                if not on_policy:
+                if recompute:
                     old_logp = policy._forward(mb)[TOKEN_LOGP]
                     self._scatter(tensors[OLD_LOGP], rows, old_logp)
                     self._record_sampler_gap(mb, old_logp)
@@ -299,6 +309,8 @@ class ProxMOTorchLearner(TorchLearner):
             raise ValueError("a mini-batch holds no response tokens on any learner")
         self._gap = {"max": 0.0, "sum": 0.0, "count": 0}
         self._pre_pass(policy, tensors, plan[0], config, on_policy)
+        # Without a recomputing pre-pass, the gap is measured on the forwards before the first step.
+        gap_in_training = on_policy or config.old_logp_source != "recompute"
 
         optimizer = self.get_optimizer(module_id)
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -318,7 +330,7 @@ class ProxMOTorchLearner(TorchLearner):
                     mb[LOSS_SCALE] = weight
                     with module.no_sync() if no_sync else contextlib.nullcontext():
                         fwd_out = module.forward_train(mb)
-                        if on_policy:  # the only forward pass of these rows
+                        if gap_in_training and not self._weights_moved:
                             self._record_sampler_gap(mb, fwd_out[TOKEN_LOGP])
                         loss = self.compute_loss_for_module(
                             module_id=module_id, config=config, batch=mb, fwd_out=fwd_out

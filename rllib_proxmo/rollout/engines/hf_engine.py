@@ -9,6 +9,12 @@ therefore hides the checkpoint's generation config for the duration of each call
 and passes a complete one built from :class:`SamplingParams` alone; its only logits
 processors are its own (temperature, then top-p), the last of which records each
 drawn token's log-probability.
+
+Identical prompts in one call (the N rollouts of a group at turn 0, and any two
+episodes of a group that reach the same prompt later) are prefilled once: one
+forward pass over the distinct prompts fills a KV cache, which is copied row by row
+to every prompt's place before ``generate`` samples from it. Rows keep their order,
+so the random draws are the ones an unshared call would make.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from transformers import (
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -110,13 +117,19 @@ class HFEngine:
     Args:
         model: Causal LM (a PEFT model is fine).
         tokenizer: Its tokenizer; ``pad_token_id`` must be set.
+        share_prefill: Prefill identical prompts of a call once (see the module docstring).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, share_prefill: bool = True
+    ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: left-padded batches need one")
         self.model = model
         self.tokenizer = tokenizer
+        self.share_prefill = share_prefill
+        #: Prompt tokens of the last call that a shared prefill did not compute again.
+        self.shared_prefill_tokens = 0
         #: Generation stops at the first of these ids (see :func:`stop_token_ids`).
         self.stop_token_ids = stop_token_ids(model, tokenizer)
 
@@ -148,30 +161,62 @@ class HFEngine:
         processors.append(recorder)
         return processors, recorder
 
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
-        """One response per prompt; see :class:`Generation` for what each carries."""
-        if not prompts:
-            return []
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt must hold at least one token")
-        pad_id = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    def _left_padded(self, prompts: Sequence[tuple[int, ...]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, width) ids and attention mask of ``prompts``, left-padded, on the model's device."""
+        input_ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.as_tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
         device = next(self.model.parameters()).device
+        return input_ids.to(device), attention_mask.to(device)
+
+    def _shared_prefill(self, prompts: Sequence[tuple[int, ...]], width: int) -> DynamicCache | None:
+        """KV cache of every prompt but its last token, each distinct prompt computed once.
+
+        Returns None when all prompts differ (``generate`` then prefills as usual).
+        """
+        distinct = list(dict.fromkeys(prompts))
+        if not self.share_prefill or len(distinct) == len(prompts) or width < 2:
+            return None
+        ids, mask = self._left_padded(distinct, width)
+        cache = DynamicCache()
+        self.model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        row_of = {prompt: row for row, prompt in enumerate(distinct)}
+        cache.batch_select_indices(torch.as_tensor([row_of[p] for p in prompts], device=ids.device))
+        self.shared_prefill_tokens = sum(len(p) - 1 for p in prompts) - sum(len(p) - 1 for p in distinct)
+        return cache
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        """One response per prompt; see :class:`Generation` for what each carries."""
+        self.shared_prefill_tokens = 0
+        if not prompts:
+            return []
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt must hold at least one token")
+        prompts = [tuple(p) for p in prompts]
+        width = max(len(p) for p in prompts)
+        input_ids, attention_mask = self._left_padded(prompts, width)
+        device = input_ids.device
         processors, recorder = self._processors(params)
         self.model.eval()
+        cache = self._shared_prefill(prompts, width)
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             with _no_checkpoint_generation_defaults(self.model):
                 output = self.model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    past_key_values=cache,
                     generation_config=self._generation_config(params),
                     logits_processor=processors,
                 )

@@ -1,0 +1,30 @@
+"""The token ids of a turn: a prompt as a chat user message, a response as the model's reply.
+
+The env runner samples from :func:`prompt_ids`, and supervised warm-up
+(:mod:`rllib_proxmo.sft`) trains on ``prompt_ids + response_ids``, so an expert's
+turn is tokenised exactly as a sampled one would be: the reply ends with the
+tokenizer's end-of-turn token, the stop token sampling ends on.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> tuple[int, ...]:
+    """``prompt`` as one user message of the tokenizer's chat template, ready for the reply."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def response_ids(tokenizer: PreTrainedTokenizerBase, response: str) -> tuple[int, ...]:
+    """``response`` as the model would emit it: its tokens, then the eos (end-of-turn) token.
+
+    Raises:
+        ValueError: for a tokenizer without an eos token.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token: a reply could not end")
+    return (*tokenizer(response, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)

@@ -1,0 +1,15 @@
+"""Supervised warm start on expert demonstrations (``python -m rllib_proxmo.sft``)."""
+
+from rllib_proxmo.sft.demonstrations import collect_demonstrations
+from rllib_proxmo.sft.fine_tune import EpochStats, FineTuneSettings, fine_tune
+from rllib_proxmo.sft.warm_start import WarmStartResult, save_policy_model, warm_start
+
+__all__ = [
+    "EpochStats",
+    "FineTuneSettings",
+    "WarmStartResult",
+    "collect_demonstrations",
+    "fine_tune",
+    "save_policy_model",
+    "warm_start",
+]
