@@ -72,6 +72,7 @@ class EpochStats:
     answer_prob: float
     num_turns: int
     num_tokens: int
+    num_input_tokens: int
     seconds: float
 
 
@@ -102,7 +103,7 @@ def fine_tune(
     history = []
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
-        loss_sum, prob_sum, tokens = 0.0, 0.0, 0
+        loss_sum, prob_sum, tokens, input_tokens = 0.0, 0.0, 0, 0
         for batch_index in rng.permutation(len(batches)):
             rows = [turns[i] for i in batches[batch_index]]
             columns = pad_turns([TextEpisode("sft", "sft", "sft", "", turns=rows)], pad_id)
@@ -123,6 +124,7 @@ def fine_tune(
             loss_sum += float(loss.detach()) * float(count)
             prob_sum += float(torch.exp((logp.detach() * mask).sum(dim=1)).sum())
             tokens += int(count)
+            input_tokens += int(batch[ATTENTION_MASK].sum())
         stats = EpochStats(
             epoch, loss_sum / tokens, prob_sum / len(turns), len(turns), tokens, time.perf_counter() - start
         )

@@ -102,7 +102,7 @@ def warm_start(
     def report(stats: EpochStats) -> None:
         log(
             f"warm-up epoch {stats.epoch}/{settings.epochs} | loss {stats.loss:.3f} | "
-            f"expert-answer prob {stats.answer_prob:.2f} | {stats.num_tokens / stats.seconds:.0f} tokens/s | "
+            f"expert-answer prob {stats.answer_prob:.2f} | {stats.num_input_tokens / stats.seconds:.0f} tokens/s | "
             f"{stats.seconds:.1f} s"
         )
         if on_epoch is not None:

@@ -23,6 +23,7 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     INPUT_IDS,
     SCORED_TOKENS,
     TOKEN_LOGP,
+    LLMRLModule,
     autocast_dtype,
     compute_dtype,
 )
@@ -370,3 +371,57 @@ def test_training_results_advance_the_lr_schedule_and_count_parameters(model_dir
         assert learner["num_trainable_parameters"] == trainable
         assert learner["num_non_trainable_parameters"] == 0
         assert math.isfinite(learner["sampler_logp_gap_max"])
+
+
+def test_sampler_old_logp_saves_the_recompute_pass_and_trains_like_it(model_dir):
+    episodes = _episodes(10)
+    updated = {}
+    for source in ("recompute", "sampler"):
+        learner = _learner(
+            model_dir, minibatch_size=4, micro_batch_size=3, num_epochs=2, lr=1e-3, old_logp_source=source
+        )
+        policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        exact = _with_sampler_logp(learner, episodes, [np.zeros(len(e.turns[0].response_ids)) for e in episodes])
+        forwards = _count_calls(policy.model)
+        results = learner.update(episodes=exact)
+        # 2 epochs x (1 + 1 + 2) training forwards, plus the 4-micro-batch pre-pass when recomputing.
+        assert forwards[0] == 2 * 4 + (4 if source == "recompute" else 0)
+        assert _metric(results, "sampler_logp_gap_max") < 1e-5
+        updated[source] = _trainable(learner)
+    for name, value in updated["recompute"].items():
+        torch.testing.assert_close(updated["sampler"][name], value, atol=1e-5, rtol=0)
+    # Without the sampler's log-probs there is nothing to take the old ones from.
+    learner = _learner(model_dir, minibatch_size=4, old_logp_source="sampler")
+    with pytest.raises(ValueError, match="old_logp_source='sampler' needs the sampler's log-probs"):
+        learner.update(episodes=episodes)
+    with pytest.raises(ValueError, match="old_logp_source must be one of"):
+        ProxMOConfig().rl_module(model_config={"model_name_or_path": model_dir}).training(
+            old_logp_source="vllm"
+        ).validate()
+
+
+def test_trainable_layers_trains_the_top_layers_only_and_ships_only_them(model_dir):
+    learner = _learner(model_dir, model_config={"trainable_layers": 1}, minibatch_size=256, lr=1e-2)
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    trained = {name for name, p in policy.model.named_parameters() if p.requires_grad}
+    assert trained and all(name.startswith("model.layers.1.") for name in trained)
+    before = {name: p.detach().clone() for name, p in policy.model.named_parameters()}
+    learner.update(episodes=_episodes(6))
+    moved = {name for name, p in policy.model.named_parameters() if not torch.equal(p, before[name])}
+    assert moved == trained
+    shipped = policy.get_state(inference_only=True)
+    assert set(shipped) == trained
+    runner_side = LLMRLModule(
+        model_config={"model_name_or_path": model_dir, "trainable_layers": 1}, inference_only=True
+    )
+    runner_side.set_state(shipped)
+    for name, value in runner_side.model.state_dict().items():
+        torch.testing.assert_close(value, policy.model.state_dict()[name])
+    for bad, message in ((3, r"trainable_layers must be in \[1, 2\]"), ("2", "must be an int")):
+        with pytest.raises(ValueError, match=message):
+            LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": bad}, inference_only=True)
+    with pytest.raises(ValueError, match="both lora and trainable_layers"):
+        LLMRLModule(
+            model_config={"model_name_or_path": model_dir, "trainable_layers": 1, "lora": {"r": 2}},
+            inference_only=True,
+        )

@@ -18,6 +18,7 @@ from envs.llm_wrappers import (
     ActionParsingWrapper,
     PromptWrapper,
     extract_think,
+    format_response,
     make_llm_env,
     match_admissible,
     parse_action,
@@ -632,7 +633,7 @@ def test_text_guess_has_exactly_one_winning_press_sequence() -> None:
 def test_text_guess_contract_and_rules() -> None:
     game = gym.make("TextGuess-v0")
     obs, info = game.reset(seed=7)
-    assert set(info) == {"admissible_actions", "task", "state", "won", "task_id", "step"}
+    assert set(info) == {"admissible_actions", "task", "state", "won", "task_id", "step", "expert_action"}
     assert info["state"] == obs and info["admissible_actions"] == ADMISSIBLE and info["step"] == 0
     assert game.reset(seed=7)[1]["task_id"] == info["task_id"]
     assert game.unwrapped.noop_action == "" and game.unwrapped.prompt_template == "alfworld"
@@ -664,3 +665,42 @@ def test_text_guess_rejects_bad_settings() -> None:
         TextGuessEnv(buttons=("red", "RED"))
     with pytest.raises(ValueError, match="task_id"):
         TextGuessEnv().reset(options={"task_id": 27})
+
+
+def test_the_compact_template_numbers_the_listed_actions_and_accepts_a_number_or_the_command():
+    env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-compact", require_think=False)
+    prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue
+    # "help" is hidden, so the listed actions are look, press red, press green, press blue.
+    assert "Actions:\n1: look\n2: press red\n3: press green\n4: press blue\n" in prompt
+    assert prompt.startswith("Task: open the chest by pressing green, blue in this order.\n")
+    assert prompt.endswith("<action>number</action>.") and "<think>" not in prompt
+    prompt, _, _, _, info = env.step("<action>3</action>")
+    assert info["action_admissible"] and info["executed_action"] == "press green"
+    assert "Previous steps:\n[Observation 1: " in prompt and "Action 1: 'press green']" in prompt
+    for invalid in ("<action>5</action>", "<action>0</action>", "<action>٣</action>", "<action>-1</action>"):
+        _, _, _, _, info = env.step(invalid)
+        assert info["format_valid"] and not info["action_admissible"], invalid
+    _, reward, terminated, _, info = env.step("<action>press blue</action>")
+    assert info["action_admissible"] and reward == 1.0 and terminated
+
+
+def test_numbers_name_nothing_under_a_template_that_does_not_number():
+    env = make_llm_env(TextGuessEnv(code_length=2), require_think=False)
+    env.reset(seed=0, options={"task_id": 5})
+    _, _, _, _, info = env.step("<action>3</action>")
+    assert info["format_valid"] and not info["action_admissible"]
+
+
+@pytest.mark.parametrize("template", ["alfworld", "alfworld-compact"])
+@pytest.mark.parametrize("require_think", [True, False])
+def test_format_response_writes_what_the_parser_reads_back(template, require_think):
+    prompt_template = resolve_template(template)
+    admissible = ["help", "look", "press red", "press green"]
+    for command in admissible[1:]:
+        response = format_response(command, admissible, template=prompt_template, require_think=require_think)
+        parsed = parse_action(response, require_think=require_think)
+        if prompt_template.numbered_actions:
+            assert parsed == str(admissible[1:].index(command) + 1)
+        else:
+            assert parsed == command
+        assert ("<think>" in response) == require_think
