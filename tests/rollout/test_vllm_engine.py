@@ -194,7 +194,7 @@ VLLM_READY = importlib.util.find_spec("vllm") is not None and torch.cuda.is_avai
 
 
 @pytest.mark.skipif(not VLLM_READY, reason="needs vllm installed and a CUDA GPU")
-def test_vllm_samples_the_policy_the_learner_scores_and_takes_pushed_weights(tmp_path):
+def test_vllm_samples_the_policy_the_learner_scores_before_and_after_sleeping(tmp_path):
     from rllib_proxmo.algorithm.torch.llm_rl_module import (
         ATTENTION_MASK,
         INPUT_IDS,
@@ -205,22 +205,39 @@ def test_vllm_samples_the_policy_the_learner_scores_and_takes_pushed_weights(tmp
     from rllib_proxmo.rollout.engines.vllm_engine import VLLMEngine
 
     model_dir = str(build_tiny_chat_model(tmp_path, "red green blue look press".split(), hidden_size=128))
-    config = {"model_name_or_path": model_dir, "vllm_gpu_memory_utilization": 0.3, "vllm_enforce_eager": True}
-    learner = LLMRLModule(model_config=config, inference_only=False)
+    config = {
+        "model_name_or_path": model_dir,
+        "dtype": "bfloat16",
+        "temperature": 0.5,
+        "vllm_gpu_memory_utilization": 0.3,
+        "vllm_sleep_mode": True,
+    }
+    learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
     runner = LLMRLModule(model_config=config, inference_only=True)
     engine = VLLMEngine.build(runner, config, torch.device("cuda"), max_prompt_tokens=64, max_new_tokens=16)
-    with torch.no_grad():
-        for parameter in learner.model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    state = learner.get_state(inference_only=True)
-    runner.set_state(state)
-    engine.update_weights(state)
     prompts = [[4, 8, 9, 3, 5]] * 4 + [[4, 10, 3, 5]]
-    generations = engine.generate(prompts, SamplingParams(max_new_tokens=16, temperature=1.0, seed=0))
-    assert len({g.token_ids for g in generations[:4]}) > 1  # a group's identical prompts draw different responses
-    for prompt, generation in zip(prompts, generations):
-        ids = torch.tensor([prompt + list(generation.token_ids)])
-        batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
+    params = SamplingParams(max_new_tokens=16, temperature=0.5, seed=0)
+
+    def push_and_sample(scale: float) -> float:
+        """Sharpen the learner's logits (tied embeddings x scale), push, sample; the largest mean gap."""
         with torch.no_grad():
-            learner_logp = learner._forward(batch)[TOKEN_LOGP][0]
-        assert (learner_logp - torch.tensor(generation.logprobs)).abs().max() < 1e-3
+            learner.model.model.embed_tokens.weight.mul_(scale)
+        state = learner.get_state(inference_only=True)
+        runner.set_state(state)
+        engine.update_weights(state)
+        generations = engine.generate(prompts, params)
+        assert len({g.token_ids for g in generations[:4]}) > 1  # one group's identical prompts differ
+        gaps = []
+        for prompt, generation in zip(prompts, generations):
+            ids = torch.tensor([prompt + list(generation.token_ids)], device="cuda")
+            batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
+            with torch.no_grad():
+                learner_logp = learner._forward(batch)[TOKEN_LOGP][0].float().cpu()
+            gaps.append((learner_logp - torch.tensor(generation.logprobs)).abs().mean())
+        engine.pause()
+        return float(max(gaps))
+
+    # Logits of std ~2 at temperature 0.5: log-probs taken before temperature would be off by ~1 nat.
+    assert push_and_sample(8.0) < 0.05
+    assert engine.asleep
+    assert push_and_sample(1.5) < 0.05  # woken by the push, with every weight reloaded

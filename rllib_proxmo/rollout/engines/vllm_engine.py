@@ -296,10 +296,13 @@ class WeightPush:
     """
 
     def __init__(self, model: PreTrainedModel) -> None:
-        base = model.get_base_model() if hasattr(model, "peft_config") else model
+        from peft import PeftModel
+
+        peft = isinstance(model, PeftModel)
+        base = model.get_base_model() if peft else model
         self.tied_embeddings = bool(getattr(base.config, "tie_word_embeddings", False))
         self.model = model
-        self.lora = lora_targets(model) if hasattr(model, "peft_config") else []
+        self.lora = lora_targets(model) if peft else []
 
     def weights(self, state: Mapping[str, torch.Tensor], *, full: bool) -> list[tuple[str, torch.Tensor]]:
         """What to load for ``state`` (an RLModule inference-only state); ``full``: every weight."""
@@ -453,7 +456,7 @@ class VLLMEngine:
         llm = LLM(
             model=str(model_dir),
             skip_tokenizer_init=True,
-            dtype=model_config.get("dtype", "float32"),
+            dtype=str(module.compute_dtype).removeprefix("torch."),  # the module's inference dtype
             model_impl="vllm",
             tensor_parallel_size=1,
             distributed_executor_backend="uni",
