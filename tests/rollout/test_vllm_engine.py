@@ -189,6 +189,66 @@ def test_lora_scaling_is_peft_s_own_rslora_included(tmp_path):
     assert {target.scaling for target in lora_targets(model)} == {8 / math.sqrt(4)}
 
 
+class _RecordingLLM:
+    """Records the ``vllm.LLM`` calls of a weight push (vLLM cannot run here); loads go to a real module."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        recorder = self
+
+        class Model(torch.nn.Module):
+            def load_weights(self, weights):
+                recorder.calls.append(("load", sorted(name for name, _ in weights)))
+
+        self.model = Model()
+
+    def apply_model(self, fn):
+        return [fn(self.model)]
+
+    def wake_up(self, tags):
+        self.calls.append(("wake_up", tuple(tags)))
+        return tags == ["kv_cache"]
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset_prefix_cache",))
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_push_reloads_everything_after_sleep_and_only_the_adapted_layers_otherwise(tmp_path, lora):
+    from transformers import AutoTokenizer
+
+    from rllib_proxmo.rollout.engines.vllm_engine import VLLMEngine
+
+    model_dir = build_tiny_chat_model(tmp_path, ["red", "blue"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if lora:
+        model = get_peft_model(model, LoraConfig(**LORA))
+    with safe_open(model_dir / "model.safetensors", "pt") as saved:
+        everything = sorted(saved.keys())
+    pushed = sorted(WeightPush(model).weights(model.state_dict(), full=False), key=lambda pair: pair[0])
+    llm = _RecordingLLM()
+    engine = VLLMEngine(llm, model, AutoTokenizer.from_pretrained(model_dir), VLLMSettings(sleep_mode=True), 64)
+    state = model.state_dict()
+    engine.update_weights(state)
+    engine.pause()
+    engine.pause()  # already asleep: nothing more
+    engine.update_weights(state)
+    assert llm.calls == [
+        ("load", [name for name, _ in pushed]),
+        ("reset_prefix_cache",),
+        ("sleep", 2),
+        ("wake_up", ("weights",)),
+        ("load", everything),
+        ("wake_up", ("kv_cache",)),
+        ("reset_prefix_cache",),
+    ]
+    assert (len(pushed) == 6) if lora else ([name for name, _ in pushed] == everything)
+    assert not engine.asleep
+
+
 # ------------------------------------------------------ vLLM on a GPU (only)
 VLLM_READY = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
