@@ -514,7 +514,8 @@ class VLLMEngine:
         else:
             self._load(self.push.weights(state, full=False))
         self.llm.reset_prefix_cache()
-        torch.cuda.synchronize()
+        if torch.cuda.is_available():  # the copies to the GPU are asynchronous
+            torch.cuda.synchronize()
         self.last_push_s = time.perf_counter() - start
 
     def _wake(self, state: Mapping[str, torch.Tensor]) -> None:
