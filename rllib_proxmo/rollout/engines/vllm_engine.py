@@ -1,7 +1,8 @@
 """Generation with vLLM colocated in the env-runner process (``model_config["engine"] = "vllm"``).
 
 Built against vLLM 0.33.0 (:data:`VLLM_VERSION`, the ``vllm`` extra of setup.py); every
-vLLM name used here is that version's. Not yet run on a GPU (README "Scaling").
+vLLM name used here is that version's. Not yet run (README, "Inference engine: Hugging
+Face or vLLM"; docs/design.md §4.7).
 
 One :class:`VLLMEngine` per remote env runner, on the GPU Ray assigned to it:
 
@@ -21,8 +22,9 @@ One :class:`VLLMEngine` per remote env runner, on the GPU Ray assigned to it:
   :class:`WeightPush` turns the RLModule's inference-only state into the
   ``(checkpoint name, tensor)`` pairs ``load_weights`` of vLLM's Llama / Qwen2 / Qwen3
   models take (it maps them onto its fused ``qkv_proj`` / ``gate_up_proj`` itself);
-  with LoRA it merges ``W + scaling * B @ A`` for the adapted modules only and never
-  re-sends the frozen base. The prefix cache is reset after every push.
+  with LoRA it merges ``W + scaling * B @ A`` for the adapted modules only and does not
+  re-send the frozen base (unless sleep mode discarded it). The prefix cache is reset
+  after every push.
 - Sleep mode (``vllm_sleep_mode``): :meth:`VLLMEngine.pause` (end of each
   ``sample`` call) discards weights and KV cache (level 2), freeing the GPU for a
   learner that shares it; the next update wakes the weights, loads every weight
