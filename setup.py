@@ -74,8 +74,10 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
         ],
-        # GPU rollouts; vLLM pins its own torch and CUDA build.
-        "vllm": ["vllm>=0.8"],
+        # GPU rollouts (model_config engine="vllm"); the engine is written against this
+        # release's API (rllib_proxmo/rollout/engines/vllm_engine.py). vLLM pins its own
+        # torch and CUDA build. Never part of "dev": CI does not install it.
+        "vllm": ["vllm==0.33.0"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

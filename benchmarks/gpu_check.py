@@ -22,6 +22,11 @@ Checks (in order):
 - ``sampler_gap``: 16 prompts x 32 sampled tokens on the GPU in fp32 and bf16 (runner
   weights shipped from a learner module): max / mean |learner logp - sampler logp|,
   new tokens/s, cut rate; fails when the fp32 gap exceeds 1e-3.
+- ``vllm_engine``: the HF and the vLLM engine on the same bf16 weights pushed from a
+  learner (64 prompts = 8 groups of 8, 64 new tokens, temperature 0.8): new tokens/s of
+  each, max / mean sampler gap of each, cut rate, distinct responses per group, the
+  time of one vLLM weight push; fails when vLLM's mean gap exceeds max(0.05, 4 x HF's).
+  Skipped without vllm installed.
 - ``env_runner_on_gpu``: one ProxMO iteration with a remote env runner given
   ``num_gpus_per_env_runner=1``: the runner's device and parameters are on CUDA and it
   holds the learner's weights after the sync; tokens/s, cut rate, learner gap metrics.
@@ -182,16 +187,24 @@ def _chat_prompts(tokenizer: Any, count: int) -> list[list[int]]:
     return [tokenizer(chat, add_special_tokens=False)["input_ids"] for chat in chats]
 
 
+def _sampler_gaps(learner: Any, prompts: list[list[int]], generations: list) -> torch.Tensor:
+    """|learner logp - sampler logp| of every generated token (the learner module on CUDA)."""
+    from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS, SCORED_TOKENS, TOKEN_LOGP
+
+    gaps = []
+    for prompt, generation in zip(prompts, generations):
+        ids = torch.tensor([list(prompt) + list(generation.token_ids)], device="cuda")
+        batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
+        with torch.no_grad():
+            learner_logp = learner._forward(batch)[TOKEN_LOGP][0].float().cpu()
+        gaps.append((learner_logp - torch.tensor(generation.logprobs)).abs())
+    return torch.cat(gaps)
+
+
 @check("sampler_gap", packages=("ray",))
 def check_sampler_gap(context: Context) -> dict[str, Any]:
     """|learner logp - sampler logp| on the GPU, fp32 and bf16 (runner weights shipped from the learner)."""
-    from rllib_proxmo.algorithm.torch.llm_rl_module import (
-        ATTENTION_MASK,
-        INPUT_IDS,
-        SCORED_TOKENS,
-        TOKEN_LOGP,
-        LLMRLModule,
-    )
+    from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
     from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
 
     figures: dict[str, Any] = {}
@@ -206,14 +219,7 @@ def check_sampler_gap(context: Context) -> dict[str, Any]:
         generations = engine.generate(prompts, SamplingParams(max_new_tokens=32, temperature=1.0, seed=0))
         torch.cuda.synchronize()
         generate_s = time.perf_counter() - start
-        gaps = []
-        for prompt, generation in zip(prompts, generations):
-            ids = torch.tensor([list(prompt) + list(generation.token_ids)], device="cuda")
-            batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
-            with torch.no_grad():
-                learner_logp = learner._forward(batch)[TOKEN_LOGP][0].float().cpu()
-            gaps.append((learner_logp - torch.tensor(generation.logprobs)).abs())
-        gaps = torch.cat(gaps)
+        gaps = _sampler_gaps(learner, prompts, generations)
         figures[f"{dtype}_gap_max"] = float(gaps.max())
         figures[f"{dtype}_gap_mean"] = float(gaps.mean())
         figures[f"{dtype}_new_tokens_per_s"] = sum(len(g.token_ids) for g in generations) / generate_s
@@ -221,6 +227,64 @@ def check_sampler_gap(context: Context) -> dict[str, Any]:
     figures["stop_token_ids"] = list(engine.stop_token_ids)
     if figures["float32_gap_max"] > 1e-3:
         raise AssertionError(f"fp32 sampler and learner disagree: {figures}")
+    return figures
+
+
+@check("vllm_engine", packages=("ray", "vllm"))
+def check_vllm_engine(context: Context) -> dict[str, Any]:
+    """HF and vLLM side by side on the same bf16 weights: new tokens/s, sampler gap, weight push time.
+
+    The temperature is 0.8, so a sampler that reported log-probs before temperature
+    scaling (vLLM's default ``raw_logprobs``) would show here as a large gap.
+    """
+    from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
+    from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
+    from rllib_proxmo.rollout.engines.vllm_engine import VLLMEngine
+
+    temperature, max_new_tokens = 0.8, 64
+    config = {
+        "model_name_or_path": context.model_dir,
+        "dtype": "bfloat16",
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "vllm_gpu_memory_utilization": 0.4,
+    }
+    learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
+    with torch.no_grad():  # weights the checkpoint on disk does not hold: the push must carry them
+        for parameter in learner.model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    state = learner.get_state(inference_only=True)
+    hf_runner = LLMRLModule(model_config=config, inference_only=True).to("cuda")
+    hf_runner.set_state(state)
+    vllm_runner = LLMRLModule(model_config=config, inference_only=True)
+    engines = {
+        "hf": HFEngine(hf_runner.model, hf_runner.tokenizer),
+        "vllm": VLLMEngine.build(vllm_runner, config, torch.device("cuda"), None, max_new_tokens),
+    }
+    vllm_runner.set_state(state)
+    start = time.perf_counter()
+    engines["vllm"].update_weights(state)
+    figures: dict[str, Any] = {"vllm_weight_push_s": time.perf_counter() - start}
+    # 8 groups of 8 identical prompts, as a ProxMO iteration sends them.
+    prompts = [prompt for prompt in _chat_prompts(hf_runner.tokenizer, 8) for _ in range(8)]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=0)
+    for name, engine in engines.items():
+        engine.generate(prompts[:8], params)  # warm-up (CUDA graphs, kernels)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        generations = engine.generate(prompts, params)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        gaps = _sampler_gaps(learner, prompts, generations)
+        figures[f"{name}_new_tokens_per_s"] = sum(len(g.token_ids) for g in generations) / seconds
+        figures[f"{name}_gap_max"] = float(gaps.max())
+        figures[f"{name}_gap_mean"] = float(gaps.mean())
+        figures[f"{name}_cut_rate"] = sum(not g.stopped for g in generations) / len(generations)
+        figures[f"{name}_distinct_responses_per_group"] = sum(
+            len({g.token_ids for g in generations[k : k + 8]}) for k in range(0, len(generations), 8)
+        ) / (len(generations) // 8)
+    if figures["vllm_gap_mean"] > max(0.05, 4 * figures["hf_gap_mean"]):
+        raise AssertionError(f"vLLM's sampler log-probs are not the learner's: {figures}")
     return figures
 
 

@@ -70,6 +70,7 @@ from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
 from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import ProxMOTorchLearner
 from rllib_proxmo.analysis.rollout_files import iteration_file, save_rollouts
+from rllib_proxmo.rollout.engines.vllm_engine import config_problems as vllm_config_problems
 from rllib_proxmo.rollout.env_runner import (
     ENV_RESET_S,
     ENV_STEP_S,
@@ -254,9 +255,21 @@ class ProxMOConfig(AlgorithmConfig):
         super().validate()
         try:
             _ = self.advantage_config
-            SamplerSettings.from_model_config(self.model_config)
+            sampler = SamplerSettings.from_model_config(self.model_config)
         except ValueError as error:
             self._value_error(str(error))
+            sampler = None  # validation errors suppressed: nothing more to check here
+        if sampler is not None and sampler.engine == "vllm":
+            problems = vllm_config_problems(
+                self.model_config,
+                num_env_runners=self.num_env_runners,
+                num_gpus_per_env_runner=self.num_gpus_per_env_runner,
+                max_prompt_tokens=sampler.max_prompt_tokens,
+                max_new_tokens=sampler.max_new_tokens,
+                in_evaluation=self.in_evaluation,
+            )
+            if problems:
+                self._value_error("model_config engine='vllm' cannot run: " + "; ".join(problems))
         checks = [
             (self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}"),
             (self.tasks_per_iteration >= 1, f"tasks_per_iteration must be >= 1, got {self.tasks_per_iteration}"),

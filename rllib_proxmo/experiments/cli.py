@@ -1,6 +1,6 @@
 """Command-line pieces shared by the main job and the tools: typed argument parsers, the
-credit-assignment flags (derived from :class:`~rllib_proxmo.advantages.AdvantageConfig`) and
-the MLflow tracking flags."""
+credit-assignment flags (derived from :class:`~rllib_proxmo.advantages.AdvantageConfig`), the
+inference-engine flag and the MLflow tracking flags."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from rllib_proxmo.advantages import AdvantageConfig
+from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE, ENGINES
 
 #: Default of ``--checkpoint-artifact-max-mb``: larger checkpoints are tagged, not copied into MLflow.
 CHECKPOINT_ARTIFACT_MAX_MB = 100.0
@@ -64,6 +65,17 @@ def add_advantage_arguments(parser: argparse.ArgumentParser | argparse._Argument
 def advantage_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`AdvantageConfig` fields parsed by :func:`add_advantage_arguments`."""
     return {setting.name: getattr(args, setting.name) for setting in fields(AdvantageConfig)}
+
+
+def add_engine_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--engine hf|vllm``: ``model_config["engine"]`` of the env runners (any other value is a usage error)."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help="inference engine of the env runners: hf (Hugging Face generate) or vllm (remote env runners "
+        f"with a GPU each, pip install 'rllib-proxmo[vllm]'; not yet run) (default {DEFAULT_ENGINE})",
+    )
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, experiment_name: str) -> None:

@@ -32,6 +32,8 @@ store gives one warning and training goes on.
     python -m rllib_proxmo.train --stop-iters 50 --time-budget-min 600 \\
         --num-env-runners 4 --num-learners 2 --num-gpus-per-learner 1 --address auto
     python -m rllib_proxmo.train --env WebShop-v0 --no-mlflow
+    python -m rllib_proxmo.train --engine vllm --num-env-runners 1 --num-gpus-per-env-runner 1 \
+        --num-gpus-per-learner 1 --model /models/qwen2.5-1.5b-instruct   # vLLM sampling (not yet run)
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from typing import Any
 from envs import ALFWORLD
 from rllib_proxmo.experiments.cli import (
     add_advantage_arguments,
+    add_engine_argument,
     add_tracking_arguments,
     advantage_settings,
     json_object,
@@ -135,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--num-env-runners", type=non_negative_int, default=0, help="0 = sample on the driver")
     scale.add_argument("--num-learners", type=non_negative_int, default=0, help="0 = learn on the driver")
     scale.add_argument(
+        "--num-gpus-per-env-runner", type=float, default=0.0, help="GPUs per remote env runner (default 0)"
+    )
+    add_engine_argument(scale)
+    scale.add_argument(
         "--num-gpus-per-learner",
         type=non_negative_int,
         default=0,
@@ -179,6 +186,7 @@ def build_config(args: argparse.Namespace) -> Any:
     train_env, eval_env = split_configs(args)
     model_config = CPU.model_config(args.env, args.model)
     model_config["max_new_tokens"] = args.max_new_tokens
+    model_config["engine"] = args.engine
     if args.trainable_layers:
         model_config["trainable_layers"] = args.trainable_layers
     else:
@@ -200,7 +208,7 @@ def build_config(args: argparse.Namespace) -> Any:
     return (
         ProxMOConfig()
         .environment(args.env, env_config=train_env)
-        .env_runners(num_env_runners=args.num_env_runners)
+        .env_runners(num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner)
         .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
         .rl_module(model_config=model_config)
         .training(**training)

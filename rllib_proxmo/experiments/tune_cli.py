@@ -25,7 +25,7 @@ Flags:
   150 iterations, at most 50 / 15 steps, responses of at most 512 tokens);
 - ``--model`` (Hugging Face id, local directory or embedded alias), ``--data-dir``,
   ``--seeds`` (every grid point runs with each), ``--estimators``, ``--stop-success``,
-  ``--num-gpus-per-env-runner``;
+  ``--num-gpus-per-env-runner``, ``--engine`` (``hf`` or ``vllm``: ``model_config["engine"]``);
 - ``--tracking-uri`` / ``--experiment-name`` / ``--checkpoint-artifact-max-mb`` /
   ``--no-mlflow``: the MLflow store every Tune trial is recorded in
   (:func:`rllib_proxmo.experiments.cli.add_tracking_arguments`).
@@ -40,7 +40,7 @@ from typing import Any
 
 from envs import WEBSHOP
 from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS
-from rllib_proxmo.experiments.cli import add_tracking_arguments
+from rllib_proxmo.experiments.cli import add_engine_argument, add_tracking_arguments
 from rllib_proxmo.experiments.scale import CPU, EVALUATION_SPLITS, PAPER
 
 __all__ = ["RLLIB_FLAGS", "SWEEPABLE", "Experiment", "main", "make_parser", "parse_args", "rllib_namespace"]
@@ -121,6 +121,7 @@ def make_parser(experiment: Experiment, parents: Sequence[argparse.ArgumentParse
         "--stop-success", type=float, help="also stop a trial once its training success rate reaches this"
     )
     parser.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
+    add_engine_argument(parser)
     add_tracking_arguments(parser.add_argument_group("MLflow tracking of every Tune trial"), experiment.name)
     return parser
 

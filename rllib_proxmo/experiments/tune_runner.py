@@ -82,6 +82,7 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
                 "max_prompt_tokens": scale.prompt_limit(experiment.env),
                 "temperature": 1.0,
                 "eval_temperature": 0.4,
+                "engine": args.engine,
             }
         )
         .training(

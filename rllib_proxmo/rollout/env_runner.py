@@ -40,7 +40,9 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
 from rllib_proxmo.rollout import chat
-from rllib_proxmo.rollout.engines import HFEngine, InferenceEngine, SamplingParams
+from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE, check_engine
+from rllib_proxmo.rollout.engines import InferenceEngine, SamplingParams
+from rllib_proxmo.rollout.engines.factory import build_engine
 from rllib_proxmo.rollout.env_factory import make_text_env
 from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, Turn
 
@@ -85,14 +87,17 @@ class SamplerSettings:
         max_prompt_tokens: Longest prompt sent to the model; a longer one is re-rendered
             with fewer history turns, oldest dropped first, and fails when even no
             history fits. None: unlimited.
+        engine: ``"hf"`` or ``"vllm"`` (:mod:`rllib_proxmo.rollout.engines.factory`).
     """
 
     max_new_tokens: int = 64
     eval_temperature: float = 0.0
     eval_top_p: float = 1.0
     max_prompt_tokens: int | None = None
+    engine: str = DEFAULT_ENGINE
 
     def __post_init__(self) -> None:
+        check_engine(self.engine)
         if self.max_prompt_tokens is not None and (
             isinstance(self.max_prompt_tokens, bool)
             or not isinstance(self.max_prompt_tokens, int)
@@ -155,18 +160,27 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         return self._envs[:count]
 
     def make_module(self) -> None:
-        """Build the inference-only policy on this runner's device and its engine.
+        """Build the inference-only policy and its engine on this runner's device.
 
         The device follows RLlib's ``SingleAgentEnvRunner``: the GPU Ray assigned to a
         remote runner when ``num_gpus_per_env_runner > 0``, else the CPU; the local
-        runner (``worker_index`` 0) always samples on the CPU.
+        runner (``worker_index`` 0) always samples on the CPU, with the HF engine
+        (:func:`~rllib_proxmo.rollout.engines.factory.build_engine`).
         """
         spec = self.config.get_rl_module_spec(spaces={DEFAULT_MODULE_ID: (TEXT_SPACE, TEXT_SPACE)}, inference_only=True)
         self.device = get_device(
             self.config, num_gpus_requested=self.config.num_gpus_per_env_runner if self.worker_index else 0
         )
-        self.module = spec.build().to(self.device)
-        self.engine = HFEngine(self.module.model, self.module.tokenizer)
+        self.module = spec.build()
+        self.engine_name = self.settings.engine if self.worker_index else "hf"
+        self.engine = build_engine(
+            self.engine_name,
+            self.module,
+            self.device,
+            self.config.model_config,
+            max_prompt_tokens=self.settings.max_prompt_tokens,
+            max_new_tokens=self.settings.max_new_tokens,
+        )
 
     def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:
         return {DEFAULT_MODULE_ID: (TEXT_SPACE, TEXT_SPACE), "__env__": (TEXT_SPACE, TEXT_SPACE)}
@@ -258,6 +272,13 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             max_turns: Cut episodes (truncated) after this many turns; None relies on
                 the env's own time limit.
         """
+        if self.engine_name != self.settings.engine:
+            logger.warning(
+                "the local env runner samples with the %r engine on the CPU (engine=%r runs on remote env "
+                "runners only; the local one samples when no remote runner is healthy)",
+                self.engine_name,
+                self.settings.engine,
+            )
         start = time.perf_counter()
         live = self._reset_groups(groups)
         self._stats[ENV_RESET_S] += time.perf_counter() - start
@@ -304,6 +325,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             self._stats[ENV_STEP_S] += time.perf_counter() - start
             live = still_live
             turn_index += 1
+        self.engine.pause()
         order = {group.group_id: rank for rank, group in enumerate(groups)}
         finished.sort(key=lambda episode: order[episode.group_id])
         return finished

@@ -27,6 +27,10 @@ Model config keys (``config.rl_module(model_config={...})``):
 - ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``: the
   env runner's other sampling settings
   (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`; ``top_p < 1`` is refused).
+- ``engine``: ``"hf"`` (default) or ``"vllm"``, the env runners' inference engine
+  (:mod:`rllib_proxmo.rollout.engines.factory`); ``vllm_gpu_memory_utilization``,
+  ``vllm_max_model_len``, ``vllm_enforce_eager``, ``vllm_sleep_mode``: the vLLM engine's
+  settings (:class:`rllib_proxmo.rollout.engines.vllm_engine.VLLMSettings`).
 
 Batches hold left-padded ``input_ids`` and ``attention_mask`` of shape (B, L) and
 optionally ``scored_tokens`` = K, an int: only the last K tokens of every row are

@@ -3,8 +3,8 @@
 An engine takes already-tokenised prompts (so the token ids the learner trains on
 are exactly the ones that were sampled, with no re-tokenisation drift) and returns
 the sampled response token ids with their log-probabilities under the distribution
-they were drawn from. The Hugging Face engine is built here; a vLLM engine
-implements the same two methods.
+they were drawn from. :mod:`~rllib_proxmo.rollout.engines.factory` builds the
+Hugging Face or the vLLM engine, both implementing :class:`InferenceEngine`.
 """
 
 from __future__ import annotations
@@ -72,3 +72,6 @@ class InferenceEngine(Protocol):
 
     def update_weights(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load new policy weights (names as in the RLModule's inference-only state)."""
+
+    def pause(self) -> None:
+        """No sampling until the next :meth:`update_weights`: free what can be freed meanwhile."""

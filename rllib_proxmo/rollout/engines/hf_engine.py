@@ -136,6 +136,9 @@ class HFEngine:
     def update_weights(self, state: Mapping[str, torch.Tensor]) -> None:
         """No-op: the engine reads the module's own parameters."""
 
+    def pause(self) -> None:
+        """No-op: the model is the RLModule's, which stays where it is."""
+
     def _generation_config(self, params: SamplingParams) -> GenerationConfig:
         """Every setting ``generate`` reads; processors left neutral (the engine adds its own)."""
         return GenerationConfig(
