@@ -56,10 +56,11 @@ def main() -> None:
         .environment(args.env, env_config=env_config)
         .env_runners(num_env_runners=args.num_env_runners)
         .learners(num_learners=0)
-        .rl_module(
-            model_config={"model_name_or_path": args.model, "max_new_tokens": args.max_new_tokens, "temperature": 1.0}
-        )
+        .rl_module(model_config={**CPU.model_config(args.env, args.model), "max_new_tokens": args.max_new_tokens})
         .training(
+            lr=CPU.lr,
+            old_logp_source=CPU.old_logp_source,
+            llm_env_config=CPU.llm_env_config(args.env),
             estimator=args.estimator,
             group_size=args.group_size,
             tasks_per_iteration=args.tasks,
@@ -85,6 +86,11 @@ def main() -> None:
             "generated_tokens": proxmo["generated_tokens"],
             "response_tokens_trained": learner["num_response_tokens"],
             "generated_tokens_per_s": proxmo["generated_tokens_per_s"],
+            "prompt_tokens": proxmo["prompt_tokens"],
+            "prompt_tokens_per_generation_s": proxmo["prompt_tokens"] / proxmo["time_generation_s"],
+            "shared_prefill_fraction": proxmo["shared_prefill_fraction"],
+            "turns_per_sampling_s": proxmo["turns_per_s"],
+            "learner_input_tokens_per_s": learner["num_input_tokens"] / proxmo["time_learning_s"],
             **{key: proxmo[key] for key in proxmo if key.startswith("time_")},
             "advantage_share_of_iteration_pct": 100 * proxmo["advantage_time_fraction"],
             "kl": learner["kl"],
@@ -113,7 +119,12 @@ def main() -> None:
         ):
             print(f"  {key[5:-2]:<12} {row[key]:9.3f} s  {100 * row[key] / total:6.2f} %")
         print(f"  {'iteration':<12} {total:9.3f} s")
-        print(f"  generated tokens/s: {row['generated_tokens_per_s']:.1f}")
+        print(
+            f"  sampler: {row['generated_tokens_per_s']:.1f} generated tokens/s, "
+            f"{row['prompt_tokens_per_generation_s']:.0f} prompt tokens/s, {row['turns_per_sampling_s']:.2f} turns/s, "
+            f"{100 * row['shared_prefill_fraction']:.0f} % of prompt tokens shared; "
+            f"learner: {row['learner_input_tokens_per_s']:.0f} tokens/s"
+        )
         print(
             f"  optimizer steps: {row['num_optimizer_steps']:.0f}, max |ratio - 1| after the first step: "
             f"{row['ratio_max_deviation']:.4f}, sampler-vs-learner |dlogp| max {row['sampler_logp_gap_max']:.2e} "

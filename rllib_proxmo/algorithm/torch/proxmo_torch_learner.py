@@ -44,8 +44,9 @@ Metrics (per module; a learner group's mean over learners gives batch-wide value
 averaged over optimizer steps), ``ratio_max_deviation`` (max |r - 1| over the steps
 after the first, i.e. once the weights have moved; 0 with a single step),
 ``grad_norm`` (before clipping, mean over steps), ``num_optimizer_steps``,
-``num_response_tokens`` (over all learners), ``num_micro_batches`` (this learner's
-backward passes), and, when the batch carries the sampler's log-probs,
+``num_response_tokens`` (over all learners), ``num_input_tokens`` (prompt and
+response tokens of this learner's rows, once each), ``num_micro_batches`` (this
+learner's backward passes), and, when the batch carries the sampler's log-probs,
 ``sampler_logp_gap_max`` / ``sampler_logp_gap_mean``: max / mean over response tokens
 of |learner logp - sampler logp| of the rows the learner scores before its first
 optimizer step (every row when old log-probs are recomputed, else the first
@@ -88,6 +89,7 @@ RATIO_MEAN = "ratio_mean"
 RATIO_MAX_DEVIATION = "ratio_max_deviation"
 GRAD_NORM = "grad_norm"
 NUM_RESPONSE_TOKENS = "num_response_tokens"
+NUM_INPUT_TOKENS = "num_input_tokens"
 NUM_MICRO_BATCHES = "num_micro_batches"
 NUM_OPTIMIZER_STEPS = "num_optimizer_steps"
 SAMPLER_LOGP_GAP_MAX = "sampler_logp_gap_max"
@@ -357,6 +359,7 @@ class ProxMOTorchLearner(TorchLearner):
         self.metrics.log_value((module_id, NUM_OPTIMIZER_STEPS), num_steps, window=1)
         self.metrics.log_value((module_id, NUM_RESPONSE_TOKENS), float(tokens[0].sum()), window=1)
         self.metrics.log_value((module_id, NUM_MICRO_BATCHES), num_backward, window=1)
+        self.metrics.log_value((module_id, NUM_INPUT_TOKENS), float(lengths.sum()), window=1)
         if self._gap["count"]:
             self.metrics.log_value((module_id, SAMPLER_LOGP_GAP_MAX), self._gap["max"], reduce="max", window=1)
             self.metrics.log_value((module_id, SAMPLER_LOGP_GAP_MEAN), self._gap["sum"] / self._gap["count"], window=1)
