@@ -261,7 +261,7 @@ def _start_tracker(args: argparse.Namespace, config: Any) -> Any:
     return tracker
 
 
-def _warm_start(args: argparse.Namespace, config: Any, output: Path, tracker: Any) -> Path:
+def warm_start_model(args: argparse.Namespace, config: Any, output: Path, tracker: Any) -> Path:
     """Fine-tune the policy on expert episodes (:mod:`rllib_proxmo.sft`); return the model directory."""
     from rllib_proxmo.sft import FineTuneSettings, warm_start
 
@@ -315,7 +315,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     status = "FAILED"
     try:
         if args.sft_episodes:
-            warm_dir = _warm_start(args, config, output, tracker)
+            warm_dir = warm_start_model(args, config, output, tracker)
             config.rl_module(model_config={**config.model_config, "model_name_or_path": str(warm_dir)})
         start_label = "warm start" if args.sft_episodes else "start"
         owns_ray = start_ray(

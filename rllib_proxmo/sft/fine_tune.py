@@ -125,9 +125,8 @@ def fine_tune(
             prob_sum += float(torch.exp((logp.detach() * mask).sum(dim=1)).sum())
             tokens += int(count)
             input_tokens += int(batch[ATTENTION_MASK].sum())
-        stats = EpochStats(
-            epoch, loss_sum / tokens, prob_sum / len(turns), len(turns), tokens, time.perf_counter() - start
-        )
+        seconds = time.perf_counter() - start
+        stats = EpochStats(epoch, loss_sum / tokens, prob_sum / len(turns), len(turns), tokens, input_tokens, seconds)
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)

@@ -128,3 +128,28 @@ def test_sampling_params_and_resolver_reject_bad_input(tmp_path):
         resolve_model_path(str(tmp_path))
     with pytest.raises(ValueError, match="model_name_or_path"):
         LLMRLModule(model_config={}, inference_only=True)
+
+
+@pytest.mark.slow
+def test_the_embedded_model_converts_to_a_plain_checkpoint_a_fine_tuned_copy_saves_from(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm, model_cache_dir, resolve_model_path
+
+    monkeypatch.setenv("RLLIB_PROXMO_CACHE", str(tmp_path / "cache"))
+    converted = Path(resolve_model_path("smollm2-135m-instruct"))
+    assert converted.parent == model_cache_dir()
+    assert "quantization_config" not in json.loads((converted / "config.json").read_text())
+    model, _ = load_causal_lm("smollm2-135m-instruct")
+    model.save_pretrained(tmp_path / "copy")  # a GGUF-marked checkpoint refused this
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "copy").config.num_hidden_layers == 30
+    # A cache converted by an older version (still marked as GGUF-quantised) is converted again.
+    config = json.loads((converted / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gguf"}
+    (converted / "config.json").write_text(json.dumps(config))
+    assert "quantization_config" not in json.loads(
+        (Path(resolve_model_path("smollm2-135m-instruct")) / "config.json").read_text()
+    )

@@ -15,9 +15,12 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,13 +69,22 @@ def _convert_gguf(alias: str, model: EmbeddedGGUFModel, target: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=model.gguf_file)
     quantised = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=model.gguf_file)
     # `save_pretrained` refuses GGUF-loaded models; a fresh model built from the same
-    # config accepts their de-quantised state dict and saves normally.
-    fresh = AutoModelForCausalLM.from_config(quantised.config)
+    # config, without its GGUF quantisation entry, accepts their de-quantised state dict
+    # and saves a plain checkpoint (which a fine-tuned copy can be saved from again).
+    config = copy.deepcopy(quantised.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(quantised.state_dict())
     partial = target.with_name(target.name + ".partial")
     fresh.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
+
+
+def _is_gguf_marked(directory: Path) -> bool:
+    config = directory / "config.json"
+    return config.is_file() and "quantization_config" in json.loads(config.read_text())
 
 
 def resolve_model_path(model_name_or_path: str) -> str:
@@ -85,6 +97,8 @@ def resolve_model_path(model_name_or_path: str) -> str:
     alias = model_name_or_path.lower()
     if alias in EMBEDDED_MODELS:
         target = model_cache_dir() / alias
+        if _is_gguf_marked(target):  # converted by an older version: still marked as GGUF-quantised
+            shutil.rmtree(target)
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             _convert_gguf(alias, EMBEDDED_MODELS[alias], target)
