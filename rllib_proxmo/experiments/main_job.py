@@ -261,8 +261,14 @@ def _start_tracker(args: argparse.Namespace, config: Any) -> Any:
     return tracker
 
 
-def warm_start_model(args: argparse.Namespace, config: Any, output: Path, tracker: Any) -> Path:
-    """Fine-tune the policy on expert episodes (:mod:`rllib_proxmo.sft`); return the model directory."""
+def warm_start_model(
+    args: argparse.Namespace, config: Any, output: Path, tracker: Any, *, directory: Path | None = None
+) -> Path:
+    """Fine-tune the policy on expert episodes (:mod:`rllib_proxmo.sft`); return the model directory.
+
+    The model goes to ``directory`` (default ``output / "warm_start"``); ``tracker`` (or None)
+    receives the per-epoch loss and answer probability and the directory as a tag.
+    """
     from rllib_proxmo.sft import FineTuneSettings, warm_start
 
     def track(stats: Any) -> None:
@@ -274,7 +280,7 @@ def warm_start_model(args: argparse.Namespace, config: Any, output: Path, tracke
     print(f"warm start: fine-tuning on {args.sft_episodes} expert episodes ...", flush=True)
     result = warm_start(
         config,
-        output / "warm_start",
+        directory or output / "warm_start",
         num_episodes=args.sft_episodes,
         settings=FineTuneSettings(lr=args.sft_lr, epochs=args.sft_epochs, seed=args.seed),
         expert_env_config=EXPERT_ENV_CONFIGS.get(args.env),

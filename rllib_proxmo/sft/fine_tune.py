@@ -48,7 +48,7 @@ class FineTuneSettings:
 
     lr: float = 1e-4
     epochs: int = 3
-    batch_size: int = 8
+    batch_size: int = 4
     grad_clip: float = 1.0
     seed: int = 0
 

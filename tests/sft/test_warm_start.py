@@ -125,3 +125,31 @@ def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_p
     state = dict(reloaded.named_parameters())
     for name, value in rl.model.named_parameters():
         np.testing.assert_array_equal(value.detach().numpy(), state[name].detach().numpy())
+
+
+def test_the_sft_command_writes_a_model_and_a_finished_mlflow_run(model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "warm"
+    job = subprocess.run(
+        [sys.executable, "-m", "rllib_proxmo.sft", "--env", "tests.text_env:TextGuess-v0", "--model", model_dir]
+        + ["--trainable-layers", "1", "--episodes", "2", "--epochs", "1", "--output", str(out), "--tracking-uri", uri],
+        cwd=Path(__file__).resolve().parents[2],
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 0, job.stderr
+    assert f"python -m rllib_proxmo.train --model {out} --sft-episodes 0" in job.stdout
+    assert (out / "model.safetensors").exists() and (out / "warm_start.json").exists()
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("rllib-proxmo-sft").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["episodes"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "warm_start/loss")] == [1]

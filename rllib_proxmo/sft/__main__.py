@@ -1,0 +1,94 @@
+"""``python -m rllib_proxmo.sft``: warm-start a policy on expert episodes, save it as a model directory.
+
+The run uses the main job's environment, prompt and model settings (the same flags,
+translated into :func:`rllib_proxmo.experiments.main_job.build_config`), so the saved
+model answers in the format an RL run's prompt asks for; start RL from it with
+``python -m rllib_proxmo.train --model OUTPUT --sft-episodes 0``.
+
+    python -m rllib_proxmo.sft --output results/sft-alfworld          # 12 expert episodes, ALFWorld
+    python -m rllib_proxmo.sft --episodes 48 --epochs 3 --output results/sft-48
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from envs import ALFWORLD
+from rllib_proxmo.experiments.cli import (
+    add_tracking_arguments,
+    json_object,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from rllib_proxmo.experiments.scale import CPU
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rllib_proxmo.sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--env", default=ALFWORLD, help="registered env id whose info carries expert_action")
+    parser.add_argument("--env-config", type=json_object, default={}, help="JSON object merged into the env config")
+    parser.add_argument("--llm-env-config", type=json_object, default={}, help="JSON make_llm_env keywords")
+    parser.add_argument("--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games")
+    parser.add_argument("--model", default=CPU.model, help="model alias, local directory or hub id")
+    parser.add_argument("--trainable-layers", type=non_negative_int, default=CPU.trainable_layers)
+    parser.add_argument("--episodes", type=positive_int, default=CPU.warm_up_episodes, help="expert episodes")
+    parser.add_argument("--epochs", type=positive_int, default=CPU.warm_up_epochs)
+    parser.add_argument("--lr", type=positive_float, default=CPU.warm_up_lr)
+    parser.add_argument("--max-turns", type=positive_int, default=CPU.max_turns, help="turns per demonstration")
+    parser.add_argument("--seed", type=int, default=0)
+    add_tracking_arguments(parser, experiment_name="rllib-proxmo-sft")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from rllib_proxmo.experiments import main_job
+
+    job = main_job.parse_args(
+        ["--env", args.env, "--env-config", _json(args.env_config), "--llm-env-config", _json(args.llm_env_config)]
+        + ["--num-games", str(args.num_games), "--model", args.model, "--trainable-layers", str(args.trainable_layers)]
+        + ["--sft-episodes", str(args.episodes), "--sft-epochs", str(args.epochs), "--sft-lr", str(args.lr)]
+        + ["--max-turns", str(args.max_turns), "--seed", str(args.seed), "--output", str(args.output)]
+        + ["--run-name", f"sft-{args.output.name}"]
+    )
+    config = main_job.build_config(job)
+    tracker = None
+    if not args.no_mlflow:
+        from rllib_proxmo.experiments.tracking import RunTracker, default_tracking_uri
+
+        tracker = RunTracker(
+            args.tracking_uri or default_tracking_uri(),
+            args.experiment_name,
+            job.run_name,
+            {"env": args.env, "model": args.model, "seed": str(args.seed), "stage": "warm start"},
+        )
+        tracker.log_params({k: str(v) for k, v in vars(args).items() if k not in {"no_mlflow", "tracking_uri"}})
+    status = "FAILED"
+    try:
+        model_dir = main_job.warm_start_model(job, config, args.output.parent, tracker, directory=args.output)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    print(f"model: {model_dir}\nstart RL from it: python -m rllib_proxmo.train --model {model_dir} --sft-episodes 0")
+    return model_dir
+
+
+def _json(value: dict) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+if __name__ == "__main__":
+    main()
