@@ -88,6 +88,10 @@ ADVANTAGE_RESULTS = "advantages"
 SAMPLER_STATE = "proxmo_group_sampler"
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 class ProxMOConfig(AlgorithmConfig):
     """Configuration of :class:`ProxMO` (see :meth:`training` for its own settings)."""
 
@@ -228,6 +232,21 @@ class ProxMOConfig(AlgorithmConfig):
             input_action_space=input_action_space,
         )
 
+    def get_state(self) -> dict[str, Any]:
+        """RLlib's state of this config, keeping every setting that equals -1.
+
+        ``AlgorithmConfig.get_state`` drops every attribute equal to its deprecated-value
+        marker (-1), and ``Algorithm`` rebuilds its config from that state, so a user's
+        ``group_size=-1`` would come back as the default 8 and a legal ``omega=-1`` as 1.0.
+        The attributes it dropped are put back: validation sees the value the user gave.
+        """
+        state = super().get_state()
+        internal = {"algo_class", "_is_frozen"}
+        for name, value in self.__dict__.items():
+            if name not in state and name not in internal:
+                state[name] = value
+        return state
+
     @property
     def advantage_config(self) -> AdvantageConfig:
         """The credit-assignment settings of this config, typed and validated."""
@@ -241,6 +260,10 @@ class ProxMOConfig(AlgorithmConfig):
         except ValueError as error:
             self._value_error(str(error))
         checks = [
+            (
+                self.seed is None or (_is_int(self.seed) and self.seed >= 0),
+                f"seed must be None or an int >= 0, got {self.seed!r}",
+            ),
             (self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}"),
             (self.tasks_per_iteration >= 1, f"tasks_per_iteration must be >= 1, got {self.tasks_per_iteration}"),
             (self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}"),
@@ -249,6 +272,15 @@ class ProxMOConfig(AlgorithmConfig):
                 f"minibatch_size (turns per optimizer step) must be an int >= 1, got {self.minibatch_size!r}",
             ),
             (self.num_epochs >= 1, f"num_epochs must be >= 1, got {self.num_epochs}"),
+            (
+                self.max_turns is None or (_is_int(self.max_turns) and self.max_turns >= 1),
+                f"max_turns must be None (the env's own limit) or an int >= 1, got {self.max_turns!r}",
+            ),
+            (
+                _is_int(self.sample_retries) and self.sample_retries >= 0,
+                f"sample_retries (re-plays of a crashed env runner's groups) must be an int >= 0, "
+                f"got {self.sample_retries!r}",
+            ),
             (self.clip_param > 0, f"clip_param must be > 0, got {self.clip_param}"),
             (self.kl_coeff >= 0 and self.entropy_coeff >= 0, "kl_coeff and entropy_coeff must be >= 0"),
             (self.task_ids is None or len(self.task_ids) > 0, "task_ids must be None or non-empty"),
