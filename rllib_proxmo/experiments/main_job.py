@@ -234,7 +234,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     Keys: ``checkpoint``, ``plot``, ``evaluation_csv``, ``evaluation_md`` (paths),
     ``history`` (one :func:`history_row` per iteration), ``evaluation`` (metrics),
-    ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked).
+    ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked, or when tracking stopped mid-run).
     """
     import ray
 
@@ -287,7 +287,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if tracker is not None:
             tracker.finish(status)
-    tracked = tracker is not None and tracker.run_id is not None
+    tracked = tracker is not None and tracker.complete
     summary = {
         "checkpoint": checkpoint,
         "plot": plot,
@@ -306,6 +306,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if tracked:
         print(f"MLflow run:      {tracker.run_id} in experiment {args.experiment_name!r} at {tracker.tracking_uri}")
         print(f"                 (mlflow ui --backend-store-uri {tracker.tracking_uri})")
+    elif tracker is not None and tracker.run_id is not None:
+        print(f"MLflow run:      {tracker.run_id} is incomplete, ended FAILED ({tracker.error})")
     else:
         print("MLflow run:      none (tracking off)")
     return summary
