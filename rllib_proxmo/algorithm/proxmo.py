@@ -61,6 +61,7 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.registry import register_trainable
 
+from envs.llm_wrappers import check_llm_env_settings
 from rllib_proxmo.advantages import AdvantageConfig
 from rllib_proxmo.algorithm.group_advantages import GroupAdvantages
 from rllib_proxmo.algorithm.sharding import group_episodes, shard_by_group
@@ -257,6 +258,8 @@ class ProxMOConfig(AlgorithmConfig):
         try:
             _ = self.advantage_config
             SamplerSettings.from_model_config(self.model_config)
+            if self.llm_env_config is not None:
+                check_llm_env_settings(self.llm_env_config)
         except ValueError as error:
             self._value_error(str(error))
         checks = [

@@ -25,7 +25,7 @@ def _as_built(config: ProxMOConfig) -> ProxMOConfig:
     [
         ({"group_size": -1}, "group_size must be >= 1, got -1"),
         ({"tasks_per_iteration": -1}, "tasks_per_iteration must be >= 1, got -1"),
-        ({"tau": -1}, "tau must be > 0"),
+        ({"tau": -1}, "tau must be >= 2.23e-308.*got -1"),
         ({"alpha": -1}, "alpha must be > 0"),
         ({"gamma": -1}, "gamma must be in"),
         ({"minibatch_size": -1}, "minibatch_size"),
@@ -71,3 +71,14 @@ def test_sampling_settings_are_validated(setting, message):
 def test_sampling_settings_that_are_legal_pass():
     _config(max_turns=None, sample_retries=0).validate()
     _config(max_turns=1, sample_retries=3).validate()
+
+
+def test_unknown_llm_env_config_keys_are_named_by_validate_and_by_the_env_factory():
+    from rllib_proxmo.rollout.env_factory import make_text_env
+
+    config = _config(llm_env_config={"max_steps": 3})
+    with pytest.raises(ValueError, match=r"llm_env_config has unknown keys \['max_steps'\]; allowed: template"):
+        config.validate()
+    with pytest.raises(ValueError, match=r"unknown keys \['max_steps'\].*base env go in env_config"):
+        make_text_env(config, worker_index=0, index=0)
+    make_text_env(_config(llm_env_config={"require_think": False}), worker_index=0, index=0).close()
