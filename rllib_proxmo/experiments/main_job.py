@@ -51,6 +51,7 @@ from rllib_proxmo.experiments.cli import (
     positive_float,
     positive_int,
 )
+from rllib_proxmo.experiments.preflight import validate_args
 from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, PAPER, env_configs
 from rllib_proxmo.experiments.tables import history_row
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
     run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of the run, >= 0 (default 0)")
     task = parser.add_argument_group("environment and model")
     task.add_argument("--env", default=ALFWORLD, help="registered env id (ALFWorld-v0, WebShop-v0, module:Id)")
     task.add_argument(
@@ -126,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; fills ``run_name`` and ``output`` defaults."""
+    """Parse and check the command line; fills ``run_name`` and ``output`` defaults.
+
+    What the flags refer to (env, model, GPUs, cluster) is checked by :func:`main`.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.num_gpus_per_learner > 1:
@@ -246,7 +250,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     quiet_framework_output()
     config = build_config(args)
-    tracker = _start_tracker(args, config)
+    config.validate()
+    tracker = None  # the MLflow run starts once the algorithm is built: a job that never started has none
     status = "FAILED"
     try:
         owns_ray = start_ray(
@@ -259,6 +264,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             algo = config.build_algo()
             print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
             try:
+                tracker = _start_tracker(args, config)
                 history = _train_loop(args, algo, tracker)
                 split = split_configs(args)[1].get("split", "training")
                 print(f"evaluating greedily on {args.eval_tasks} tasks of the {split} split ...", flush=True)
@@ -334,6 +340,11 @@ def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any) -> list[dict[
 def main(argv: Sequence[str] | None = None) -> None:
     # Arguments first: something in the ALFWorld stack rewrites sys.argv (docs/design.md §5).
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Before Ray, MLflow or the model start: a bad flag fails in about a second (exit status 2).
+    try:
+        validate_args(args, split_configs(args))
+    except ValueError as error:
+        build_parser().error(str(error))
     train(args)
 
 
