@@ -41,8 +41,9 @@ Metrics in each ``train()`` result:
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,7 @@ from rllib_proxmo.algorithm.group_advantages import GroupAdvantages
 from rllib_proxmo.algorithm.sharding import group_episodes, shard_by_group
 from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
 from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
+from rllib_proxmo.algorithm.torch.model_loading import check_model_available
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import ProxMOTorchLearner
 from rllib_proxmo.analysis.rollout_files import iteration_file, save_rollouts
 from rllib_proxmo.rollout.env_runner import (
@@ -76,6 +78,7 @@ from rllib_proxmo.rollout.env_runner import (
     GENERATION_S,
     PROMPT_HISTORY_CUTS,
     RUNNER_STATS,
+    TEXT_SPACE,
     GroupedEnvRunner,
     SamplerSettings,
 )
@@ -83,6 +86,32 @@ from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, step_column
 from rllib_proxmo.rollout.metrics import episode_metrics
 
 PROXMO_RESULTS = "proxmo"
+
+
+@dataclass(frozen=True)
+class RunnerError:
+    """An exception raised inside an env runner's ``sample``, carried back to the driver.
+
+    Attributes:
+        error: The exception (Python exceptions pickle by type and arguments).
+        traceback: Its traceback in the runner, as text.
+        worker_index: The runner's index (0: the local runner).
+    """
+
+    error: BaseException
+    traceback: str
+    worker_index: int
+
+    @classmethod
+    def of(cls, error: BaseException, worker_index: int) -> RunnerError:
+        return cls(error, "".join(traceback.format_exception(error)), worker_index)
+
+    def reraise(self) -> None:
+        """Raise the runner's exception with its type and message, the runner's traceback as a note."""
+        self.error.add_note(f"raised in env runner {self.worker_index}:\n{self.traceback}")
+        raise self.error
+
+
 #: Prefix of the per-task-type success rates of :func:`episode_metrics`.
 TASK_TYPE_SUCCESS_PREFIX = "success_rate/"
 ADVANTAGE_RESULTS = "advantages"
@@ -126,6 +155,11 @@ class ProxMOConfig(AlgorithmConfig):
         self.evaluation_group_size = 1
         self.env_runner_cls = GroupedEnvRunner
         self.num_env_runners = 0
+        # GroupedEnvRunner's spaces are fixed. Given here, RLlib does not ask the first remote
+        # runner for them (a runner that failed to build answered with an IndexError) and builds
+        # the local runner, whose construction error is then raised as it is.
+        self.observation_space = TEXT_SPACE
+        self.action_space = TEXT_SPACE
 
     def training(
         self,
@@ -307,6 +341,8 @@ class ProxMO(Algorithm):
         return ProxMOConfig()
 
     def setup(self, config: ProxMOConfig) -> None:
+        # A model that cannot load here fails now, before any env runner is built.
+        check_model_available(config.model_config["model_name_or_path"])
         super().setup(config)
         self._advantages = GroupAdvantages(self.config.advantage_config)
         self._group_rng = np.random.default_rng(self.config.seed)
@@ -331,7 +367,13 @@ class ProxMO(Algorithm):
     def _play(
         runner_group: Any, groups: list[GroupRequest], explore: bool, seed: int, max_turns: int | None
     ) -> tuple[list[TextEpisode], dict[str, float]]:
-        """Spread whole groups over the healthy runners (or the local one) and play them."""
+        """Spread whole groups over the healthy runners (or the local one) and play them.
+
+        An exception raised inside a runner's ``sample`` (a bad env config, a prompt over
+        ``max_prompt_tokens``, ...) is deterministic: it is raised here with its message and
+        the runner's traceback instead of taking the runner out of service, and the lost
+        groups are not retried. Retries (``sample_retries``) are for runners that died.
+        """
         healthy = runner_group.healthy_env_runner_ids() if runner_group.num_remote_env_runners() else []
         if not healthy:
             runner = runner_group.local_env_runner
@@ -343,10 +385,14 @@ class ProxMO(Algorithm):
             chunks = [(rid, part) for rid, part in chunks if part]
 
         def job(part: list[GroupRequest], job_seed: int) -> Callable:
-            return lambda r: (
-                r.sample(groups=part, explore=explore, seed=job_seed, max_turns=max_turns),
-                r.get_metrics(),
-            )
+            def play(runner: GroupedEnvRunner) -> tuple[list[TextEpisode], dict[str, float]] | RunnerError:
+                try:
+                    episodes = runner.sample(groups=part, explore=explore, seed=job_seed, max_turns=max_turns)
+                except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it
+                    return RunnerError.of(error, runner.worker_index)
+                return episodes, runner.get_metrics()
+
+            return play
 
         jobs = [job(part, seed + 7919 * k) for k, (_, part) in enumerate(chunks)]
         if not healthy:
@@ -355,6 +401,9 @@ class ProxMO(Algorithm):
             results = runner_group.foreach_env_runner(
                 jobs, local_env_runner=False, remote_worker_ids=[rid for rid, _ in chunks]
             )
+        for result in results:
+            if isinstance(result, RunnerError):
+                result.reraise()
         episodes: list[TextEpisode] = []
         stats = dict.fromkeys(RUNNER_STATS, 0.0)
         for runner_episodes, runner_stats in results:
