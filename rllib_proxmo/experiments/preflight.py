@@ -187,15 +187,16 @@ def validate_args(args: argparse.Namespace, env_configs: Iterable[Mapping[str, A
     from envs.llm_wrappers import check_llm_env_settings
     from rllib_proxmo.experiments.cli import advantage_settings
 
+    # Cheapest first: the env check imports the env's module.
     check_advantage_settings(advantage_settings(args))
-    check_env(args.env, env_configs)
     try:
         check_llm_env_settings(args.llm_env_config)
     except ValueError as error:
         raise ValueError(f"--llm-env-config: {error}") from None
-    check_model(args.model)
     check_gpus("--num-gpus-per-learner", args.num_gpus_per_learner, args.address)
     check_address("--address", args.address)
+    check_model(args.model)
+    check_env(args.env, env_configs)
 
 
 def validate_tune_args(args: argparse.Namespace) -> None:
