@@ -88,9 +88,16 @@ def check_env(env: str, env_configs: Iterable[Mapping[str, Any]]) -> None:
 
 
 def local_gpu_count() -> int:
-    """NVIDIA GPUs this process may use (driver's device list, narrowed by ``CUDA_VISIBLE_DEVICES``)."""
+    """NVIDIA GPUs this process may use, without importing torch.
+
+    The larger of the driver's device list (``/proc/driver/nvidia/gpus``) and the
+    ``/dev/nvidia<k>`` device files (a container may have only these), narrowed by
+    ``CUDA_VISIBLE_DEVICES``.
+    """
     gpus_dir = Path("/proc/driver/nvidia/gpus")
-    count = len(list(gpus_dir.iterdir())) if gpus_dir.is_dir() else 0
+    listed = len(list(gpus_dir.iterdir())) if gpus_dir.is_dir() else 0
+    devices = len([path for path in Path("/dev").glob("nvidia*") if path.name[len("nvidia") :].isdigit()])
+    count = max(listed, devices)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         count = min(count, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
