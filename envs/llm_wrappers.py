@@ -38,6 +38,7 @@ is penalised like a malformed output instead of being sent to the engine.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import re
@@ -56,12 +57,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_INVALID_ACTION_PENALTY = 0.1
 #: Remembered (observation, action) pairs shown in the prompt (release setting).
 DEFAULT_HISTORY_LENGTH = 2
+#: Longest remembered action echoed into the history of later prompts (characters); a longer one
+#: is cut and ends with :data:`CUT_MARK`. Admissible commands are far shorter (ALFWorld's < 60,
+#: WebShop's searches < 200); the cap keeps one runaway output from filling every later prompt.
+DEFAULT_MAX_ACTION_CHARS = 256
+#: Appended to a remembered action that was cut at ``max_action_chars``.
+CUT_MARK = " [...]"
 
 _TAG_FLAGS = re.IGNORECASE | re.ASCII
 _THINK_OPEN = re.compile(r"<think>", _TAG_FLAGS)
 _THINK_CLOSE = re.compile(r"</think>", _TAG_FLAGS)
 _ACTION_OPEN = re.compile(r"<action>", _TAG_FLAGS)
 _ACTION_CLOSE = re.compile(r"</action>", _TAG_FLAGS)
+# A list prefix in front of a command: "1. ", "2) ", "- " or "* ".
+_LIST_PREFIX = re.compile(r"(?:\d{1,3}[.)]|[-*])\s+")
+_QUOTES = ("'", '"')
 # An admissible entry such as "search[<your query>]" stands for "search[...]" with any text inside.
 _PLACEHOLDER_COMMAND = re.compile(r"(?P<head>[^\[\]]+)\[<[^<>]*>\]")
 
@@ -184,6 +194,46 @@ def template_for(env: gym.Env, template: str | None) -> PromptTemplate:
     return resolve_template(template)
 
 
+def repair_command(command: str) -> tuple[str, bool]:
+    """``command`` without the decorations of a near miss, and whether any was removed.
+
+    Removes, once each and in this order, a list prefix (``1. ``, ``2) ``, ``- ``, ``* ``),
+    one trailing full stop, and one pair of matching surrounding quotes (``'`` or ``"``,
+    the way the prompt lists the admissible actions); a full stop just inside the quotes
+    counts as the trailing one when there was none outside. Nothing else is changed:
+    :class:`ActionParsingWrapper` tries the repaired command only when the command as
+    written is not admissible, so every other spelling stays as strict as before.
+    A command that would become empty is returned unchanged.
+    """
+    text = command.strip()
+    prefix = _LIST_PREFIX.match(text)
+    if prefix is not None:
+        text = text[prefix.end() :]
+    stopped = text.endswith(".")
+    if stopped:
+        text = text[:-1].rstrip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
+        text = text[1:-1].strip()
+        if not stopped and text.endswith("."):
+            text = text[:-1].rstrip()
+    if not text:
+        return command, False
+    return text, text != command.strip()
+
+
+def echo_text(text: str, max_chars: int) -> str:
+    """``text`` made safe to show in a later prompt: valid UTF-8, at most ``max_chars`` characters.
+
+    Lone surrogates (an output decoded with ``errors="surrogateescape"``, or a model's stray
+    half pair) become ``?``, as a tokenizer cannot encode them; a longer text is cut and
+    ends with :data:`CUT_MARK`.
+    """
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > max_chars:
+        text = text[: max(0, max_chars - len(CUT_MARK))] + CUT_MARK
+    return text
+
+
 def _info_field(info: Mapping[str, Any], key: str, env: gym.Env) -> Any:
     if key not in info:
         raise ValueError(f"{env.unwrapped!r} broke the text-env contract: info has no {key!r} (keys: {sorted(info)})")
@@ -219,6 +269,9 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
 
     - ``format_valid`` (bool): the output is well formed.
     - ``action_admissible`` (bool): well formed and the command is admissible.
+    - ``action_repaired`` (bool): the command was admissible only after
+      :func:`repair_command` removed a list prefix, a trailing full stop or
+      surrounding quotes (it counts as valid, without penalty).
     - ``parsed_action`` (str | None): the command, in its admissible spelling
       when admissible; None for a malformed output.
     - ``executed_action`` (str): what the base env received.
@@ -280,6 +333,11 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
             raise TypeError(f"ActionParsingWrapper expects the LLM output as a str, got {type(action).__name__}")
         command = parse_action(action, require_think=self.require_think)
         admissible = None if command is None else self._admissible_spelling(command)
+        repaired = False
+        if command is not None and admissible is None:
+            candidate, changed = repair_command(command)
+            admissible = self._admissible_spelling(candidate) if changed else None
+            repaired = admissible is not None
         valid = admissible is not None
         executed = admissible if valid else self.noop_action
         if not valid:
@@ -298,6 +356,7 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         info.update(
             format_valid=command is not None,
             action_admissible=valid,
+            action_repaired=repaired,
             parsed_action=admissible if valid else command,
             executed_action=executed,
             invalid_penalty=penalty,
@@ -326,7 +385,9 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
     inner :class:`ActionParsingWrapper` provides it (the command in its
     admissible spelling, the inadmissible command as written, or ``""`` for
     a malformed output), as the release records the parsed command; without
-    that wrapper it is the action passed to :meth:`step`.
+    that wrapper it is the action passed to :meth:`step`. Either way it is
+    remembered as :func:`echo_text` makes it: lone surrogates replaced, at most
+    ``max_action_chars`` characters.
 
     :meth:`render_prompt` re-renders the current prompt with fewer remembered
     steps, for a caller that must fit the prompt into a token budget.
@@ -336,6 +397,7 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
         template: ``"alfworld"``, ``"webshop"`` or a custom format string (see
             :mod:`envs.prompts`); None takes ``env.unwrapped.prompt_template``.
         history_length: Remembered steps shown in the prompt (0: none).
+        max_action_chars: Longest remembered action shown (:data:`DEFAULT_MAX_ACTION_CHARS`).
     """
 
     def __init__(
@@ -343,10 +405,14 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
         env: gym.Env,
         template: str | None = None,
         history_length: int = DEFAULT_HISTORY_LENGTH,
+        max_action_chars: int = DEFAULT_MAX_ACTION_CHARS,
     ) -> None:
         super().__init__(env)
         if isinstance(history_length, bool) or not isinstance(history_length, int) or history_length < 0:
             raise ValueError(f"history_length must be an int >= 0, got {history_length!r}")
+        if isinstance(max_action_chars, bool) or not isinstance(max_action_chars, int) or max_action_chars < 1:
+            raise ValueError(f"max_action_chars must be an int >= 1, got {max_action_chars!r}")
+        self.max_action_chars = max_action_chars
         self.template: PromptTemplate = template_for(env, template)
         self.history_length = history_length
         self.observation_space = TextSpace()
@@ -392,6 +458,7 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
             remembered = info["parsed_action"] or ""
         else:
             remembered = action
+        remembered = echo_text(remembered, self.max_action_chars)
         self._history.append(HistoryEntry(self._steps_taken, self._observation, remembered))
         return self._prompt(obs, info), reward, terminated, truncated, info
 
@@ -417,6 +484,7 @@ def make_llm_env(
     *,
     template: str | None = None,
     history_length: int = DEFAULT_HISTORY_LENGTH,
+    max_action_chars: int = DEFAULT_MAX_ACTION_CHARS,
     invalid_action_penalty: float = DEFAULT_INVALID_ACTION_PENALTY,
     require_think: bool = True,
     **env_kwargs: Any,
@@ -426,7 +494,7 @@ def make_llm_env(
     Args:
         env: A registered env id (``"ALFWorld-v0"``, ``"WebShop-v0"``, ...),
             made with ``gym.make(env, **env_kwargs)``, or a base env instance.
-        template, history_length: See :class:`PromptWrapper`.
+        template, history_length, max_action_chars: See :class:`PromptWrapper`.
         invalid_action_penalty, require_think: See :class:`ActionParsingWrapper`.
         **env_kwargs: Keyword arguments of the base env (only with an env id).
 
@@ -442,4 +510,28 @@ def make_llm_env(
     parsing = ActionParsingWrapper(
         env, invalid_action_penalty, require_think=require_think, numbered_from=prompt_template
     )
-    return PromptWrapper(parsing, template=template, history_length=history_length)
+    return PromptWrapper(parsing, template=template, history_length=history_length, max_action_chars=max_action_chars)
+
+
+#: The wrappers' settings among :func:`make_llm_env`'s keywords (``llm_env_config``'s keys).
+LLM_ENV_SETTINGS = tuple(
+    name
+    for name, parameter in inspect.signature(make_llm_env).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def check_llm_env_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse ``llm_env_config`` keys that are not wrapper settings (:data:`LLM_ENV_SETTINGS`).
+
+    Raises:
+        ValueError: naming the unknown keys and the allowed ones.
+    """
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"llm_env_config must be a dict or None, got {type(settings).__name__}")
+    unknown = sorted(set(settings) - set(LLM_ENV_SETTINGS))
+    if unknown:
+        raise ValueError(
+            f"llm_env_config has unknown keys {unknown}; allowed: {', '.join(LLM_ENV_SETTINGS)} "
+            "(settings of the base env go in env_config / --env-config)"
+        )

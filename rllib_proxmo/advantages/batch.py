@@ -47,10 +47,12 @@ def as_int_column(name: str, values, n: int | None = None) -> np.ndarray:
 
 
 def as_finite_column(name: str, values, n: int | None = None) -> np.ndarray:
-    """(n,) float64 of a column of finite numbers (or bools)."""
+    """(n,) float64 of a column of finite real numbers (or bools); complex values are refused."""
     array = _as_vector(name, values, n)
     if len(array) and not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s)")
@@ -109,14 +111,9 @@ def _as_penalty(penalty, n: int) -> np.ndarray:
     """(n,) float64 invalid-action penalties: zeros for None, else finite values >= 0."""
     if penalty is None:
         return np.zeros(n)
-    array = np.asarray(penalty)
-    if array.shape != (n,):
-        raise ValueError(f"length mismatch: penalty has shape {array.shape}, group_id has {n} rows")
-    if n and not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"penalty must be numeric, got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)) or np.any(array < 0):
-        row = int(np.argmax(~np.isfinite(array) | (array < 0)))
+    array = as_finite_column("penalty", penalty, n)
+    if np.any(array < 0):
+        row = int(np.argmax(array < 0))
         raise ValueError(f"penalty must be finite and >= 0 (it is subtracted); row {row} holds {array[row]}")
     return array
 

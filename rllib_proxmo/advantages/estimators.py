@@ -56,6 +56,9 @@ __all__ = [
 
 ESTIMATORS = ("proxmo", "grpo", "gigpo", "proxmo_no_psc", "proxmo_no_psa", "proxmo_official")
 
+#: Smallest PSA temperature: the smallest normal float64, so that similarity / tau (similarity <= 1) is finite.
+MIN_TAU = float(np.finfo(np.float64).tiny)
+
 _USES_PSC = {"proxmo", "proxmo_no_psa"}
 _USES_PSA = {"proxmo", "proxmo_no_psc"}
 
@@ -72,7 +75,7 @@ class AdvantageConfig:
 
     Raises:
         ValueError: an unknown estimator or scope, a non-finite number,
-            ``alpha <= 0``, ``tau <= 0``, ``gamma`` outside [0, 1], or a ``beta`` other than
+            ``alpha <= 0``, ``tau < MIN_TAU`` (2.2e-308), ``gamma`` outside [0, 1], or a ``beta`` other than
             the paper's with ``proxmo_official`` (the release fixes it).
     """
 
@@ -100,8 +103,11 @@ class AdvantageConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be > 0 (PSC's exponent of d = 1 - p and of p), got {self.alpha}")
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0 (softmax temperature), got {self.tau}")
+        if self.tau < MIN_TAU:
+            raise ValueError(
+                f"tau must be >= {MIN_TAU:.3g} (softmax temperature > 0 whose similarity / tau stays finite), "
+                f"got {self.tau}"
+            )
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         check_scope(self.psa_scope)
@@ -150,7 +156,7 @@ def compute_advantages_with_diagnostics(
     diagnostics = _batch_diagnostics(batch)
     if cfg.estimator == "proxmo_official":
         advantages = official_advantages(batch, alpha=cfg.alpha, tau=cfg.tau, gamma=cfg.gamma, omega=cfg.omega)
-        return advantages, {**diagnostics, **_advantage_moments(advantages)}
+        return _check_finite(advantages, batch), {**diagnostics, **_advantage_moments(advantages)}
 
     episode_term = episode_zscore(batch.episode_return, batch.episode_group)
     if cfg.estimator in _USES_PSC:
@@ -175,8 +181,25 @@ def compute_advantages_with_diagnostics(
     elif cfg.estimator == "gigpo":
         step_group = exact_match_groups(batch.group_index, batch.state)
         advantages = advantages + cfg.omega * gigpo_step_advantage(step_group, batch.returns_to_go(cfg.gamma))
-    advantages = advantages - batch.penalty
+    advantages = _check_finite(advantages - batch.penalty, batch)
     return advantages, {**diagnostics, **_advantage_moments(advantages)}
+
+
+def _check_finite(advantages: np.ndarray, batch: StepBatch) -> np.ndarray:
+    """``advantages`` (n,), or a ValueError when finite rewards overflowed float64 on the way.
+
+    Rewards are checked finite on input, but their sums (episode returns, returns-to-go)
+    and the squares of the group spread can still exceed float64's range (about 1.8e308;
+    squares from about 1.3e154).
+    """
+    if np.all(np.isfinite(advantages)):
+        return advantages
+    largest = float(np.abs(batch.reward).max()) if batch.num_steps else 0.0
+    raise ValueError(
+        f"the advantages overflow float64 ({int(np.sum(~np.isfinite(advantages)))} of {len(advantages)} "
+        f"not finite): the rewards (largest |r| = {largest:.3g}) are too large for their returns or group "
+        "spread; rescale the rewards"
+    )
 
 
 def compute_advantages(

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from rllib_proxmo.advantages.batch import StepBatch
 from rllib_proxmo.advantages.episode_term import group_mean_std, psc_weight, sigmoid
@@ -79,6 +78,8 @@ def official_advantages(batch: StepBatch, *, alpha: float, tau: float, gamma: fl
 
 def _group_soft_baseline(batch: StepBatch, returns: np.ndarray, tau: float) -> np.ndarray:
     try:
+        from sklearn.feature_extraction.text import TfidfVectorizer  # here: the command lines skip its import
+
         features = TfidfVectorizer(max_features=RELEASE_MAX_FEATURES).fit_transform(batch.state).tocsr()
     except ValueError:  # no token in the whole batch
         features = None

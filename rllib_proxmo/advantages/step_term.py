@@ -30,7 +30,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer
 
 from rllib_proxmo.advantages.batch import first_seen_codes, sorted_codes
 from rllib_proxmo.advantages.episode_term import EPS, ZERO_STD, group_mean_std
@@ -87,6 +86,8 @@ class TfidfModel:
         unique = list(codes)
         if not self.terms:
             return sp.csr_matrix((len(unique), 0)), index
+        from sklearn.feature_extraction.text import CountVectorizer  # here: the command lines skip its import
+
         counter = CountVectorizer(ngram_range=self.ngram_range, vocabulary=self.terms)
         counts = counter.transform(unique).astype(np.float64)
         return _tfidf_rows(counts, self.idf, self.sublinear_tf), index
@@ -130,6 +131,8 @@ def fit_tfidf(
     ngram_range = _check_tfidf_options(ngram_range, sublinear_tf, min_df, max_df, max_features)
     codes, index = first_seen_codes(texts)
     unique, n = list(codes), len(index)
+    from sklearn.feature_extraction.text import CountVectorizer  # here: the command lines skip its import
+
     counter = CountVectorizer(ngram_range=ngram_range)
     try:
         counts = counter.fit_transform(unique).tocsr().astype(np.float64)

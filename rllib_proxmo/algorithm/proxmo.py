@@ -43,8 +43,9 @@ Metrics in each ``train()`` result:
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -63,11 +64,13 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.registry import register_trainable
 
+from envs.llm_wrappers import check_llm_env_settings
 from rllib_proxmo.advantages import AdvantageConfig
 from rllib_proxmo.algorithm.group_advantages import GroupAdvantages
 from rllib_proxmo.algorithm.sharding import group_episodes, shard_by_group
 from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
 from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
+from rllib_proxmo.algorithm.torch.model_loading import check_model_available
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import ProxMOTorchLearner
 from rllib_proxmo.analysis.rollout_files import iteration_file, save_rollouts
 from rllib_proxmo.rollout.engines.vllm_engine import config_problems as vllm_config_problems
@@ -80,6 +83,7 @@ from rllib_proxmo.rollout.env_runner import (
     PROMPT_TOKENS,
     RUNNER_STATS,
     SHARED_PREFILL_TOKENS,
+    TEXT_SPACE,
     GroupedEnvRunner,
     SamplerSettings,
 )
@@ -87,6 +91,32 @@ from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, step_column
 from rllib_proxmo.rollout.metrics import episode_metrics
 
 PROXMO_RESULTS = "proxmo"
+
+
+@dataclass(frozen=True)
+class RunnerError:
+    """An exception raised inside an env runner's ``sample``, carried back to the driver.
+
+    Attributes:
+        error: The exception (Python exceptions pickle by type and arguments).
+        traceback: Its traceback in the runner, as text.
+        worker_index: The runner's index (0: the local runner).
+    """
+
+    error: BaseException
+    traceback: str
+    worker_index: int
+
+    @classmethod
+    def of(cls, error: BaseException, worker_index: int) -> RunnerError:
+        return cls(error, "".join(traceback.format_exception(error)), worker_index)
+
+    def reraise(self) -> None:
+        """Raise the runner's exception with its type and message, the runner's traceback as a note."""
+        self.error.add_note(f"raised in env runner {self.worker_index}:\n{self.traceback}")
+        raise self.error
+
+
 #: Prefix of the per-task-type success rates of :func:`episode_metrics`.
 TASK_TYPE_SUCCESS_PREFIX = "success_rate/"
 ADVANTAGE_RESULTS = "advantages"
@@ -95,6 +125,10 @@ SAMPLER_STATE = "proxmo_group_sampler"
 
 #: Values of ``old_logp_source`` (see :meth:`ProxMOConfig.training`).
 OLD_LOGP_SOURCES = ("recompute", "sampler")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class ProxMOConfig(AlgorithmConfig):
@@ -131,6 +165,11 @@ class ProxMOConfig(AlgorithmConfig):
         self.evaluation_group_size = 1
         self.env_runner_cls = GroupedEnvRunner
         self.num_env_runners = 0
+        # GroupedEnvRunner's spaces are fixed. Given here, RLlib does not ask the first remote
+        # runner for them (a runner that failed to build answered with an IndexError) and builds
+        # the local runner, whose construction error is then raised as it is.
+        self.observation_space = TEXT_SPACE
+        self.action_space = TEXT_SPACE
 
     def training(
         self,
@@ -246,6 +285,21 @@ class ProxMOConfig(AlgorithmConfig):
             input_action_space=input_action_space,
         )
 
+    def get_state(self) -> dict[str, Any]:
+        """RLlib's state of this config, keeping every setting that equals -1.
+
+        ``AlgorithmConfig.get_state`` drops every attribute equal to its deprecated-value
+        marker (-1), and ``Algorithm`` rebuilds its config from that state, so a user's
+        ``group_size=-1`` would come back as the default 8 and a legal ``omega=-1`` as 1.0.
+        The attributes it dropped are put back: validation sees the value the user gave.
+        """
+        state = super().get_state()
+        internal = {"algo_class", "_is_frozen"}
+        for name, value in self.__dict__.items():
+            if name not in state and name not in internal:
+                state[name] = value
+        return state
+
     @property
     def advantage_config(self) -> AdvantageConfig:
         """The credit-assignment settings of this config, typed and validated."""
@@ -256,6 +310,8 @@ class ProxMOConfig(AlgorithmConfig):
         try:
             _ = self.advantage_config
             sampler = SamplerSettings.from_model_config(self.model_config)
+            if self.llm_env_config is not None:
+                check_llm_env_settings(self.llm_env_config)
         except ValueError as error:
             self._value_error(str(error))
             sampler = None  # validation errors suppressed: nothing more to check here
@@ -271,6 +327,10 @@ class ProxMOConfig(AlgorithmConfig):
             if problems:
                 self._value_error("model_config engine='vllm' cannot run: " + "; ".join(problems))
         checks = [
+            (
+                self.seed is None or (_is_int(self.seed) and self.seed >= 0),
+                f"seed must be None or an int >= 0, got {self.seed!r}",
+            ),
             (self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}"),
             (self.tasks_per_iteration >= 1, f"tasks_per_iteration must be >= 1, got {self.tasks_per_iteration}"),
             (self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}"),
@@ -282,6 +342,15 @@ class ProxMOConfig(AlgorithmConfig):
             (
                 self.old_logp_source in OLD_LOGP_SOURCES,
                 f"old_logp_source must be one of {list(OLD_LOGP_SOURCES)}, got {self.old_logp_source!r}",
+            ),
+            (
+                self.max_turns is None or (_is_int(self.max_turns) and self.max_turns >= 1),
+                f"max_turns must be None (the env's own limit) or an int >= 1, got {self.max_turns!r}",
+            ),
+            (
+                _is_int(self.sample_retries) and self.sample_retries >= 0,
+                f"sample_retries (re-plays of a crashed env runner's groups) must be an int >= 0, "
+                f"got {self.sample_retries!r}",
             ),
             (self.clip_param > 0, f"clip_param must be > 0, got {self.clip_param}"),
             (self.kl_coeff >= 0 and self.entropy_coeff >= 0, "kl_coeff and entropy_coeff must be >= 0"),
@@ -306,6 +375,8 @@ class ProxMO(Algorithm):
         return ProxMOConfig()
 
     def setup(self, config: ProxMOConfig) -> None:
+        # A model that cannot load here fails now, before any env runner is built.
+        check_model_available(config.model_config["model_name_or_path"])
         super().setup(config)
         self._advantages = GroupAdvantages(self.config.advantage_config)
         self._group_rng = np.random.default_rng(self.config.seed)
@@ -328,7 +399,13 @@ class ProxMO(Algorithm):
     def _play(
         runner_group: Any, groups: list[GroupRequest], explore: bool, seed: int, max_turns: int | None
     ) -> tuple[list[TextEpisode], dict[str, float]]:
-        """Spread whole groups over the healthy runners (or the local one) and play them."""
+        """Spread whole groups over the healthy runners (or the local one) and play them.
+
+        An exception raised inside a runner's ``sample`` (a bad env config, a prompt over
+        ``max_prompt_tokens``, ...) is deterministic: it is raised here with its message and
+        the runner's traceback instead of taking the runner out of service, and the lost
+        groups are not retried. Retries (``sample_retries``) are for runners that died.
+        """
         healthy = runner_group.healthy_env_runner_ids() if runner_group.num_remote_env_runners() else []
         if not healthy:
             runner = runner_group.local_env_runner
@@ -340,10 +417,14 @@ class ProxMO(Algorithm):
             chunks = [(rid, part) for rid, part in chunks if part]
 
         def job(part: list[GroupRequest], job_seed: int) -> Callable:
-            return lambda r: (
-                r.sample(groups=part, explore=explore, seed=job_seed, max_turns=max_turns),
-                r.get_metrics(),
-            )
+            def play(runner: GroupedEnvRunner) -> tuple[list[TextEpisode], dict[str, float]] | RunnerError:
+                try:
+                    episodes = runner.sample(groups=part, explore=explore, seed=job_seed, max_turns=max_turns)
+                except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it
+                    return RunnerError.of(error, runner.worker_index)
+                return episodes, runner.get_metrics()
+
+            return play
 
         jobs = [job(part, seed + 7919 * k) for k, (_, part) in enumerate(chunks)]
         if not healthy:
@@ -352,6 +433,9 @@ class ProxMO(Algorithm):
             results = runner_group.foreach_env_runner(
                 jobs, local_env_runner=False, remote_worker_ids=[rid for rid, _ in chunks]
             )
+        for result in results:
+            if isinstance(result, RunnerError):
+                result.reraise()
         episodes: list[TextEpisode] = []
         stats = dict.fromkeys(RUNNER_STATS, 0.0)
         for runner_episodes, runner_stats in results:

@@ -60,6 +60,7 @@ from rllib_proxmo.experiments.cli import (
     positive_float,
     positive_int,
 )
+from rllib_proxmo.experiments.preflight import validate_args
 from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_configs
 from rllib_proxmo.experiments.tables import history_row
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
     run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of the run, >= 0 (default 0)")
     task = parser.add_argument_group("environment and model")
     task.add_argument("--env", default=ALFWORLD, help="registered env id (ALFWorld-v0, WebShop-v0, module:Id)")
     task.add_argument(
@@ -157,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; fills ``run_name`` and ``output`` defaults."""
+    """Parse and check the command line; fills ``run_name`` and ``output`` defaults.
+
+    What the flags refer to (env, model, GPUs, cluster) is checked by :func:`main`.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.num_gpus_per_learner > 1:
@@ -305,7 +309,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     Keys: ``checkpoint``, ``plot``, ``evaluation_csv``, ``evaluation_md`` (paths),
     ``history`` (one :func:`history_row` per iteration), ``evaluation`` and
     ``start_evaluation`` (metrics after RL and of the policy RL started from),
-    ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked).
+    ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked, or when tracking stopped mid-run).
     """
     import ray
 
@@ -317,10 +321,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     quiet_framework_output()
     config = build_config(args)
-    tracker = _start_tracker(args, config)
+    config.validate()
+    # The MLflow run starts with the warm start or once the algorithm is built: a job that never started has none.
+    tracker = None
     status = "FAILED"
     try:
         if args.sft_episodes:
+            # The warm start is part of the job: its run starts with it (else once the algorithm is built).
+            tracker = _start_tracker(args, config)
             warm_dir = warm_start_model(args, config, output, tracker)
             config.rl_module(model_config={**config.model_config, "model_name_or_path": str(warm_dir)})
         start_label = "warm start" if args.sft_episodes else "start"
@@ -334,6 +342,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             algo = config.build_algo()
             print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
             try:
+                if tracker is None:
+                    tracker = _start_tracker(args, config)
                 split = split_configs(args)[1].get("split", "training")
                 print(
                     f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...", flush=True
@@ -376,7 +386,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if tracker is not None:
             tracker.finish(status)
-    tracked = tracker is not None and tracker.run_id is not None
+    tracked = tracker is not None and tracker.complete
     summary = {
         "checkpoint": checkpoint,
         "plot": plot,
@@ -396,6 +406,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if tracked:
         print(f"MLflow run:      {tracker.run_id} in experiment {args.experiment_name!r} at {tracker.tracking_uri}")
         print(f"                 (mlflow ui --backend-store-uri {tracker.tracking_uri})")
+    elif tracker is not None and tracker.run_id is not None:
+        print(f"MLflow run:      {tracker.run_id} is incomplete, ended FAILED ({tracker.error})")
     else:
         print("MLflow run:      none (tracking off)")
     return summary
@@ -422,6 +434,11 @@ def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any) -> list[dict[
 def main(argv: Sequence[str] | None = None) -> None:
     # Arguments first: something in the ALFWorld stack rewrites sys.argv (docs/design.md §5).
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Before Ray, MLflow or the model start: a bad flag fails in about a second (exit status 2).
+    try:
+        validate_args(args, split_configs(args))
+    except ValueError as error:
+        build_parser().error(str(error))
     train(args)
 
 

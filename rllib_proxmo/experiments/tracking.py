@@ -250,15 +250,21 @@ class RunTracker:
         run_name: Display name of the run.
         tags: Run tags (e.g. estimator, env, model, git commit).
 
+    A run whose tracking failed after it started is incomplete: :meth:`finish` then
+    tries once more, with a fresh client, to end it FAILED with the tag
+    ``tracking_incomplete`` (why tracking stopped), so that it does not stay RUNNING.
+
     Attributes:
-        run_id: The MLflow run id, or None when tracking is off.
+        run_id: The MLflow run id, or None when no run was started.
         skipped_calls: Logging calls dropped since tracking was turned off.
+        error: Why tracking turned itself off (None while it works).
     """
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> None:
         self.tracking_uri = tracking_uri
         self.run_id: str | None = None
         self.skipped_calls = 0
+        self.error: str | None = None
         self._client: MlflowClient | None = None
         try:
             _check_reachable(tracking_uri)
@@ -286,7 +292,13 @@ class RunTracker:
         """Whether calls still reach the store."""
         return self._client is not None
 
+    @property
+    def complete(self) -> bool:
+        """Whether a run was started and every call so far reached the store."""
+        return self.run_id is not None and self.error is None
+
     def _disable(self, what: str, error: BaseException) -> None:
+        self.error = f"{what}: {type(error).__name__}: {error}"
         message = (
             f"MLflow tracking is off for the rest of this run: {what} at {self.tracking_uri!r} "
             f"({type(error).__name__}: {error}). Training continues without tracking."
@@ -344,7 +356,25 @@ class RunTracker:
             self.log_artifacts(checkpoint_dir, "checkpoint")
 
     def finish(self, status: str = "FINISHED") -> None:
-        """End the run with ``status`` (one of :data:`END_STATUSES`)."""
+        """End the run with ``status`` (one of :data:`END_STATUSES`); an incomplete run ends FAILED."""
         if status not in END_STATUSES:
             raise ValueError(f"status must be one of {END_STATUSES}, got {status!r}")
+        if self.run_id is not None and self._client is None:
+            self._end_incomplete_run()
+            return
         self._call("ending the run", "set_terminated", status=status)
+
+    def _end_incomplete_run(self) -> None:
+        """One try with a fresh client to tag why tracking stopped and end the run FAILED."""
+        try:
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            client.set_tag(self.run_id, "tracking_incomplete", self.error[:_PARAM_VALUE_LIMIT])
+            client.set_terminated(self.run_id, status="FAILED")
+        except Exception as error:  # noqa: BLE001 - see class docstring
+            logger.warning(
+                "MLflow run %s stays RUNNING at %r: ending it failed too (%s: %s)",
+                self.run_id,
+                self.tracking_uri,
+                type(error).__name__,
+                error,
+            )

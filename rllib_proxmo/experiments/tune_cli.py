@@ -41,6 +41,7 @@ from typing import Any
 from envs import WEBSHOP
 from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS
 from rllib_proxmo.experiments.cli import add_engine_argument, add_tracking_arguments
+from rllib_proxmo.experiments.preflight import validate_tune_args
 from rllib_proxmo.experiments.scale import CPU, EVALUATION_SPLITS, PAPER
 
 __all__ = ["RLLIB_FLAGS", "SWEEPABLE", "Experiment", "main", "make_parser", "parse_args", "rllib_namespace"]
@@ -132,8 +133,8 @@ def parse_args(
     """Parse and check the command line; the scale-dependent defaults are filled in.
 
     Raises ``SystemExit`` (argparse's error) for a WebShop paper run without
-    ``--data-dir`` (the real catalogue is not shipped) and for ``--as-test`` with
-    ``--no-tune``.
+    ``--data-dir`` (the real catalogue is not shipped), for ``--as-test`` with
+    ``--no-tune``. What the flags refer to (model, GPUs, cluster) is checked by :func:`main`.
     """
     parser = make_parser(experiment, parents)
     args = parser.parse_args(argv)
@@ -163,8 +164,16 @@ def rllib_namespace(args: argparse.Namespace) -> argparse.Namespace:
 def main(
     experiment: Experiment, argv: Sequence[str] | None = None, parents: Sequence[argparse.ArgumentParser] = ()
 ) -> Any:
-    """Parse the command line, then import the Tune machinery and run the experiment."""
+    """Parse and check the command line, then import the Tune machinery and run the experiment.
+
+    :func:`~rllib_proxmo.experiments.preflight.validate_tune_args` runs before anything
+    starts: a bad flag fails in about a second (exit status 2).
+    """
     args = parse_args(experiment, argv, parents)
+    try:
+        validate_tune_args(args)
+    except ValueError as error:
+        make_parser(experiment, parents).error(str(error))
     from rllib_proxmo.experiments.tune_runner import run
 
     return run(experiment, args)

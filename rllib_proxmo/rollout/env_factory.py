@@ -38,6 +38,7 @@ def make_text_env(config: Any, *, worker_index: int | None, index: int) -> gym.E
         raise ValueError(f"config.env must be an env id or a callable, got {type(spec).__name__}")
     if config.llm_env_config is None:
         return env
-    from envs.llm_wrappers import make_llm_env
+    from envs.llm_wrappers import check_llm_env_settings, make_llm_env
 
+    check_llm_env_settings(config.llm_env_config)
     return make_llm_env(env, **config.llm_env_config)

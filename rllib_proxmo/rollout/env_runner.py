@@ -309,6 +309,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                         state=item.state,
                         format_valid=bool(info.get("format_valid", True)),
                         action_admissible=bool(info.get("action_admissible", True)),
+                        action_repaired=bool(info.get("action_repaired", False)),
                         penalty=float(info.get("invalid_penalty", 0.0)),
                         sampler_logp=generation.logprobs,
                         cut=not generation.stopped,

@@ -50,6 +50,8 @@ class Turn:
         state: Raw observation text the action was taken in (PSA / GiGPO state).
         format_valid: Whether the response parsed into an action.
         action_admissible: Whether the parsed action was admissible.
+        action_repaired: Whether it was admissible only after the wrapper removed a list
+            prefix, a trailing full stop or surrounding quotes (``info["action_repaired"]``).
         penalty: Invalid-action penalty of this step (>= 0; ``info["invalid_penalty"]``),
             applied to this step only by the advantage step, outside the episode return.
         sampler_logp: Per-token log-probs of ``response_ids`` under the sampler, as the
@@ -64,6 +66,7 @@ class Turn:
     state: str
     format_valid: bool = True
     action_admissible: bool = True
+    action_repaired: bool = False
     penalty: float = 0.0
     sampler_logp: tuple[float, ...] = ()
     cut: bool = False

@@ -17,7 +17,9 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
     episode score: the env's reported ``TextEpisode.score`` where there is one, e.g.
     WebShop's purchase score whatever its reward mode, else the episode return),
     ``episode_len_mean`` (turns),
-    ``truncated_rate``, ``format_valid_rate``, ``admissible_action_rate`` and
+    ``truncated_rate``, ``format_valid_rate``, ``admissible_action_rate``,
+    ``action_repaired_rate`` (commands admissible only after the wrapper's repair of a
+    list prefix, trailing full stop or quotes) and
     ``response_cut_rate`` (responses cut at ``max_new_tokens`` before a stop token)
     over turns, and ``success_rate/<task_type>`` for each task type present.
     """
@@ -33,6 +35,7 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
         "truncated_rate": float(np.mean([e.truncated for e in episodes])),
         "format_valid_rate": float(np.mean([t.format_valid for t in turns])) if turns else 0.0,
         "admissible_action_rate": float(np.mean([t.action_admissible for t in turns])) if turns else 0.0,
+        "action_repaired_rate": float(np.mean([t.action_repaired for t in turns])) if turns else 0.0,
         "response_cut_rate": float(np.mean([t.cut for t in turns])) if turns else 0.0,
     }
     by_type: dict[str, list[bool]] = defaultdict(list)

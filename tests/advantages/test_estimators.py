@@ -361,8 +361,10 @@ GOOD = dict(group_id=[0, 0], episode_id=[0, 1], t=[0, 0], reward=[1.0, 0.0], sta
         (dict(episode_id=[0, 0], t=[0, 1], success=[1, 0]), {}, "different success"),
         (dict(state=["a", None]), {}, "strings"),
         (dict(group_id=[0.5, 0.0]), {}, "integers"),
-        ({}, dict(tau=0.0), "tau must be > 0"),
-        ({}, dict(tau=-1.0), "tau must be > 0"),
+        ({}, dict(tau=0.0), "tau must be >= 2.23e-308"),
+        ({}, dict(tau=-1.0), "tau must be >= 2.23e-308"),
+        ({}, dict(tau=1e-310), "tau must be >= 2.23e-308"),
+        (dict(reward=[1 + 1j, 0.0]), {}, "reward must hold real numbers"),
         ({}, dict(gamma=1.5), "gamma"),
         ({}, dict(alpha=float("nan")), "alpha"),
         ({}, dict(estimator="ppo"), "unknown estimator"),
@@ -370,7 +372,8 @@ GOOD = dict(group_id=[0, 0], episode_id=[0, 1], t=[0, 0], reward=[1.0, 0.0], sta
         ({}, dict(alpha=0.0), "alpha must be > 0"),
         ({}, dict(penalty=[0.1]), "length mismatch: penalty"),
         ({}, dict(penalty=[-0.1, 0.0]), "penalty must be finite and >= 0"),
-        ({}, dict(penalty=[np.nan, 0.0]), "penalty must be finite and >= 0"),
+        ({}, dict(penalty=[np.nan, 0.0]), "penalty holds 1 NaN or infinite"),
+        ({}, dict(penalty=[0.1j, 0.0]), "penalty must hold real numbers"),
         ({}, dict(penalty=["x", "y"]), "penalty must be numeric"),
         ({}, dict(estimator="proxmo_official", beta=0.3), "fixed strength"),
     ],
@@ -378,6 +381,22 @@ GOOD = dict(group_id=[0, 0], episode_id=[0, 1], t=[0, 0], reward=[1.0, 0.0], sta
 def test_bad_input_raises_clear_error(override, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         compute_advantages(**{**GOOD, **override}, **kwargs)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_finite_rewards_that_overflow_raise_instead_of_nan(estimator):
+    reward = [1e308, 1e308, 0.0, 0.0]  # the first episode's return overflows
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match="advantages overflow float64.*rescale the rewards"):
+        compute_advantages(
+            [0] * 4, [0, 0, 1, 1], [0, 1, 0, 1], reward, ["a", "b", "a", "c"], [1, 1, 0, 0], estimator=estimator
+        )
+
+
+def test_smallest_normal_tau_gives_finite_advantages():
+    adv = compute_advantages(
+        [0] * 4, [0, 0, 1, 1], [0, 1, 0, 1], [1, 0, 0, 0], ["a b", "b", "a", "c"], [1, 1, 0, 0], tau=2.3e-308
+    )
+    assert np.all(np.isfinite(adv))
 
 
 # ---------------------------------------------------------------- diagnostics

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +250,47 @@ def test_a_crashed_env_runner_is_restarted_and_its_groups_replayed(model_dir, ra
     assert result["proxmo"]["num_groups_dropped"] == 0 and result["proxmo"]["num_groups"] == 4
     assert result["env_runners"]["num_episodes"] == 16
     assert math.isfinite(_learner(result)["grad_norm"])
+
+
+def _bad_config_text_guess(env_config: dict) -> TextGuessEnv:
+    raise ValueError(f"colour {env_config['colour']!r} is not a button")
+
+
+@pytest.mark.slow
+def test_an_env_that_cannot_be_built_in_a_remote_runner_fails_at_once_with_its_message(model_dir, ray_session):
+    register_env("BadConfigTextGuess", _bad_config_text_guess)
+    algo = (
+        _config(model_dir)
+        .environment("BadConfigTextGuess", env_config={"colour": "pink"})
+        .env_runners(num_env_runners=1)
+        .build_algo()
+    )
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match="colour 'pink' is not a button") as raised:
+            algo.train()
+    finally:
+        algo.stop()
+    assert time.perf_counter() - start < 20  # RLlib's restart took 60 s, then "all groups were lost"
+    assert any("raised in env runner 1" in note for note in raised.value.__notes__)
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_fails_before_any_env_runner_starts(ray_session, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _config(str(tmp_path / "missing")).env_runners(num_env_runners=1).build_algo()
+
+
+@pytest.mark.slow
+def test_a_remote_runner_that_cannot_build_its_module_raises_the_original_error(model_dir, ray_session, tmp_path):
+    broken = tmp_path / "no_chat_template"
+    shutil.copytree(model_dir, broken)
+    tokenizer = AutoTokenizer.from_pretrained(broken)
+    tokenizer.chat_template = None
+    (broken / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer.save_pretrained(broken)
+    with pytest.raises(ValueError, match="has no chat template"):  # was IndexError: list index out of range
+        _config(str(broken)).env_runners(num_env_runners=1).build_algo()
 
 
 class _TypedTextGuess(TextGuessEnv):

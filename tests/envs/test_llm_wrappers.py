@@ -15,13 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from envs.llm_wrappers import (
+    CUT_MARK,
+    DEFAULT_MAX_ACTION_CHARS,
+    LLM_ENV_SETTINGS,
     ActionParsingWrapper,
     PromptWrapper,
+    check_llm_env_settings,
     extract_think,
     format_response,
     make_llm_env,
     match_admissible,
     parse_action,
+    repair_command,
 )
 from envs.prompts import ALFWORLD, WEBSHOP, HistoryEntry, PromptTemplate, resolve_template
 from envs.spaces import TextSpace
@@ -704,3 +709,97 @@ def test_format_response_writes_what_the_parser_reads_back(template, require_thi
         else:
             assert parsed == command
         assert ("<think>" in response) == require_think
+
+
+# --------------------------------------------------------------------------- near misses and echoes
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("'press red'", ("press red", True)),
+        ('"press red"', ("press red", True)),
+        ("press red.", ("press red", True)),
+        ("'press red'.", ("press red", True)),
+        ("'press red.'", ("press red", True)),
+        ("1. press red", ("press red", True)),
+        ("12) press red", ("press red", True)),
+        ("- press red", ("press red", True)),
+        ("* 'press red'.", ("press red", True)),
+        ("press red", ("press red", False)),
+        ("press red..", ("press red.", True)),  # one full stop only
+        ("''press red''", ("'press red'", True)),  # one pair of quotes only
+        ("'press red\"", ("'press red\"", False)),  # quotes that do not match
+        ("'.'", ("'.'", False)),  # nothing would be left
+        ("-press red", ("-press red", False)),  # a prefix needs its space
+    ],
+)
+def test_repair_command(command: str, expected: tuple[str, bool]) -> None:
+    assert repair_command(command) == expected
+
+
+@pytest.mark.parametrize("command", ["'press red'", "press red.", "1. press red", "- press red", '"press red".'])
+def test_near_miss_commands_are_executed_without_penalty_and_counted(command: str) -> None:
+    env = ActionParsingWrapper(TextGuessEnv())
+    env.reset(options={"task_id": TASK})
+    _, _, _, _, info = env.step(respond(command))
+    assert info["action_admissible"] and info["action_repaired"] and info["invalid_penalty"] == 0.0
+    assert info["executed_action"] == "press red" and info["num_invalid_actions"] == 0
+
+
+@pytest.mark.parametrize(
+    "command", ["press red!", "'press purple'", "press red, then blue.", "> press red", "(press red)"]
+)
+def test_other_near_misses_stay_invalid(command: str) -> None:
+    env = ActionParsingWrapper(TextGuessEnv())
+    env.reset(options={"task_id": TASK})
+    _, _, _, _, info = env.step(respond(command))
+    assert not info["action_admissible"] and not info["action_repaired"] and info["invalid_penalty"] == 0.1
+
+
+def test_an_admissible_command_as_written_is_not_counted_as_repaired() -> None:
+    env = ActionParsingWrapper(TextGuessEnv())
+    env.reset(options={"task_id": TASK})
+    assert env.step(respond("press red"))[4]["action_repaired"] is False
+
+
+def test_a_lone_surrogate_in_an_output_is_not_echoed_into_the_next_prompt() -> None:
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
+    env = llm_env()
+    prompt, *_ = env.step(respond("press \ud800red"))
+    assert "\ud800" not in prompt and "Action 1: 'press ?red']" in prompt
+    prompt.encode("utf-8")
+    tokenizer(prompt)  # raised TypeError (TextEncodeInput) with the surrogate
+
+
+def test_a_huge_output_is_echoed_capped() -> None:
+    env = llm_env()
+    prompt, *_ = env.step(respond("x" * 1_000_000))
+    assert len(prompt) < 2_000
+    assert f"Action 1: '{'x' * (DEFAULT_MAX_ACTION_CHARS - len(CUT_MARK))}{CUT_MARK}']" in prompt
+    assert "Action 1: 'xx [...]']" in llm_env(max_action_chars=8).step(respond("x" * 100))[0]
+    with pytest.raises(ValueError, match="max_action_chars must be an int >= 1"):
+        llm_env(max_action_chars=0)
+
+
+def test_prompt_wrapper_alone_caps_the_echo_of_its_raw_action_too() -> None:
+    env = PromptWrapper(TextGuessEnv(), history_length=1, max_action_chars=10)
+    env.reset(options={"task_id": TASK})
+    prompt, *_ = env.step("h" * 50)
+    assert f"Action 1: 'hhhh{CUT_MARK}']" in prompt
+
+
+def test_llm_env_settings_are_the_wrapper_keywords_and_unknown_keys_are_named() -> None:
+    assert set(LLM_ENV_SETTINGS) == {
+        "template",
+        "history_length",
+        "max_action_chars",
+        "invalid_action_penalty",
+        "require_think",
+    }
+    check_llm_env_settings({"require_think": False})
+    with pytest.raises(ValueError, match=r"llm_env_config has unknown keys \['max_step'\]; allowed: template"):
+        check_llm_env_settings({"max_step": 3, "history_length": 1})

@@ -25,6 +25,7 @@ from rllib_proxmo.experiments.main_job import build_config, iterations_to_plan, 
 from rllib_proxmo.experiments.plots import plot_learning_curve
 from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
 from rllib_proxmo.experiments.runtime import quiet_framework_output
+from rllib_proxmo.experiments.scale import CPU
 from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import DEFAULT_BUTTONS
@@ -37,7 +38,11 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args = parse_args([])
     assert (args.env, args.model, args.estimator) == ("ALFWorld-v0", "smollm2-135m-instruct", "proxmo")
-    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (2, 4, 3, 32)
+    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (2, 4, 8, 12)
+    assert (args.sft_episodes, args.trainable_layers, args.lr) == (CPU.warm_up_episodes, 4, CPU.lr)
+    config = build_config(args)
+    assert config.llm_env_config == {"template": "alfworld-compact", "history_length": 1, "require_think": False}
+    assert config.model_config["trainable_layers"] == 4 and config.old_logp_source == "sampler"
     assert args.time_budget_min == 15 and args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
 
@@ -77,9 +82,9 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
     alfworld = build_config(parse_args(["--num-games", "6", "--env-config", '{"max_steps": 20}']))
     assert alfworld.env_config == {"data_source": "generated", "num_games": 6, "max_steps": 20}
     assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
-    assert alfworld.model_config["max_new_tokens"] == 32 and "dtype" not in alfworld.model_config
+    assert alfworld.model_config["max_new_tokens"] == 12 and alfworld.model_config["dtype"] == "float32"
     assert alfworld.num_gpus_per_learner == 0 and alfworld.tasks_per_iteration == 2 and alfworld.group_size == 4
-    assert alfworld.llm_env_config == {}
+    assert alfworld.llm_env_config == CPU.llm_env_config("ALFWorld-v0")
     webshop = build_config(
         parse_args(["--env", "WebShop-v0", "--lr", "1e-5", "--llm-env-config", '{"require_think": false}'])
     )

@@ -236,3 +236,17 @@ def test_a_failing_call_turns_tracking_off_with_one_warning(tmp_path):
     assert len(caught) == 1
     assert not tracker.active and tracker.skipped_calls == 2
     assert MlflowClient(uri).get_run(tracker.run_id).data.metrics == {}
+
+
+def test_a_run_whose_tracking_failed_mid_run_ends_failed_and_is_not_complete(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = RunTracker(uri, "exp", "run", {})
+    tracker.log_params({"lr": "0.1"})
+    assert tracker.complete
+    with pytest.warns(UserWarning, match="logging params"):
+        tracker.log_params({"lr": "0.2"})  # the store refuses to change a logged param
+    assert not tracker.complete and "logging params" in tracker.error
+    tracker.finish("FINISHED")
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FAILED"
+    assert "logging params" in run.data.tags["tracking_incomplete"]

@@ -33,3 +33,9 @@ def test_score_mean_is_webshop_score_under_a_binary_reward():
 def test_score_mean_falls_back_to_the_return_for_envs_without_a_score():
     episodes = [TextEpisode("a", "g", "t", "pick", [Turn((1,), (2,), 0.0, "s"), Turn((1,), (2,), 1.0, "s")])]
     assert episodes[0].score is None and episode_metrics(episodes)["score_mean"] == 1.0
+
+
+def test_action_repaired_rate_counts_the_turns_whose_command_was_repaired():
+    turns = [Turn((1,), (2,), 0.0, "s", action_repaired=flag) for flag in (True, False, False, True)]
+    metrics = episode_metrics([TextEpisode("a", "g", "t", "pick", turns)])
+    assert metrics["action_repaired_rate"] == 0.5 and metrics["admissible_action_rate"] == 1.0
