@@ -68,8 +68,9 @@ class HouseholdEnv(gym.Env[str, str]):
             task_id = int(self.np_random.integers(2**31))
         if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)) or task_id < 0:
             raise ValueError(f"task_id must be an int >= 0, got {task_id!r}")
-        self._task_id = int(task_id)
-        self.mdp = HouseMDP(sample_task(np.random.default_rng(self._task_id), self.n_rooms))
+        if self.mdp is None or int(task_id) != self._task_id:  # a group's resets replay one task: build it once
+            self._task_id = int(task_id)
+            self.mdp = HouseMDP(sample_task(np.random.default_rng(self._task_id), self.n_rooms))
         self._renderer = EpisodeRenderer(self.mdp, self.noise, self.np_random)
         self._state, self._steps, self._done = self.mdp.start_state, 0, False
         obs = self._renderer.observation(self._state, None)

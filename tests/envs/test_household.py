@@ -276,3 +276,15 @@ def test_household_env_refuses_bad_settings():
         HouseholdEnv().reset(options={"task_id": -1})
     with pytest.raises(ValueError, match="call reset"):
         HouseholdEnv().step("look")
+
+
+def test_household_env_builds_a_task_once_for_consecutive_resets_of_its_id():
+    """A group's N resets of one task reuse its MDP (the dynamic programming runs once); another id rebuilds."""
+    env = HouseholdEnv(n_rooms=4)
+    env.reset(seed=0, options={"task_id": 3})
+    mdp = env.mdp
+    env.step(env.admissible_actions()[0])
+    obs, info = env.reset(options={"task_id": 3})
+    assert env.mdp is mdp and info["latent_state"] == mdp.start_state and info["step"] == 0
+    env.reset(options={"task_id": 4})
+    assert env.mdp is not mdp and env.mdp.task == HouseMDP(sample_task(np.random.default_rng(4), 4)).task
