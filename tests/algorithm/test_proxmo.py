@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,26 +174,75 @@ def test_success_rises_on_a_one_answer_task(model_dir, ray_session, estimator):
     assert np.mean(rates[-3:]) - np.mean(rates[:2]) >= 0.3, rates
 
 
-def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_path):
-    algo = _config(model_dir).build_algo()
+class SlowFirstSetStateRunner(GroupedEnvRunner):
+    """The real env runner, busy for a few seconds in its first ``set_state`` (a loaded machine).
+
+    The first call is RLlib's build-time weight push, so a restore right after the build
+    pushes the checkpoint's weights while that call is still in flight.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._busy_s = 5.0
+
+    def set_state(self, state):
+        time.sleep(self._busy_s)
+        self._busy_s = 0.0
+        super().set_state(state)
+
+
+def _runner_weights(algo: Algorithm) -> list[dict[str, torch.Tensor]]:
+    """The inference-only weights every env runner (remote ones, else the local one) holds now."""
+    group = algo.env_runner_group
+    if group.num_remote_env_runners():
+        states = group.foreach_env_runner(lambda r: r.module.get_state(inference_only=True), local_env_runner=False)
+    else:
+        states = [algo.env_runner.module.get_state(inference_only=True)]
+    assert states
+    return states
+
+
+def _learner_weights(algo: Algorithm) -> dict[str, torch.Tensor]:
+    return algo.learner_group.get_state(components="learner/rl_module", inference_only=True)["learner"]["rl_module"][
+        DEFAULT_MODULE_ID
+    ]
+
+
+@pytest.mark.parametrize("num_env_runners", [0, 1])
+def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_path, num_env_runners):
+    # RLlib's restore push meets its build-time push still in flight on a busy runner.
+    config = _config(model_dir).env_runners(num_env_runners=num_env_runners, env_runner_cls=SlowFirstSetStateRunner)
+    algo = config.build_algo()
     algo.train()
     checkpoint = algo.save(str(tmp_path / "ckpt")).checkpoint.path
     continued = [algo.train() for _ in range(2)]
-    weights = algo.get_module().get_state()
+    weights = _learner_weights(algo)
     algo.stop()
 
     restored = Algorithm.from_checkpoint(checkpoint)
     assert restored.training_iteration == 1
+    learner = _learner_weights(restored)
+    for runner in _runner_weights(restored):
+        for name, value in learner.items():
+            torch.testing.assert_close(runner[name], value, rtol=0, atol=0, msg=f"env runner weight {name}")
     resumed = [restored.train() for _ in range(2)]
-    resumed_weights = restored.get_module().get_state()
+    resumed_weights = _learner_weights(restored)
     restored.stop()
     for a, b in zip(continued, resumed):
         assert a["proxmo"]["advantages"] == b["proxmo"]["advantages"]
         assert a["env_runners"]["num_turns"] == b["env_runners"]["num_turns"]
-        for key in ("grad_norm", "policy_loss", "kl"):
+        for key in ("grad_norm", "policy_loss", "kl", "sampler_logp_gap_max"):
             assert _learner(a)[key] == pytest.approx(_learner(b)[key], rel=1e-6, abs=1e-9), key
     for name, value in weights.items():
         torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=0)
+
+
+def test_a_lost_weight_push_fails_the_next_sample(model_dir, ray_session):
+    algo = _config(model_dir).build_algo()
+    algo.env_runner.weights_id = "stale"
+    with pytest.raises(RuntimeError, match="a weight push was lost"):
+        algo.train()
+    algo.stop()
 
 
 def test_evaluation_reports_episode_metrics(model_dir, ray_session):
