@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from envs.llm_wrappers import make_llm_env
 from rllib_proxmo.advantages import compute_advantages
 from rllib_proxmo.algorithm.proxmo import ProxMO, ProxMOConfig
 from rllib_proxmo.analysis.rollout_files import load_rollouts
+from rllib_proxmo.export import main as export_main
 from rllib_proxmo.rollout.env_runner import GroupedEnvRunner
 from rllib_proxmo.rollout.episodes import GroupRequest
 from rllib_proxmo.testing import build_tiny_chat_model
@@ -235,6 +238,73 @@ def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_pat
             assert _learner(a)[key] == pytest.approx(_learner(b)[key], rel=1e-6, abs=1e-9), key
     for name, value in weights.items():
         torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=0)
+
+
+def _dir_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+def test_checkpoint_stores_the_weights_once_and_exports_a_hugging_face_model(model_dir, ray_session, tmp_path):
+    config = (
+        _config(model_dir)
+        .env_runners(num_env_runners=1)
+        .evaluation(evaluation_interval=1, evaluation_num_tasks=1, evaluation_num_env_runners=0)
+    )
+    algo = config.build_algo()
+    algo.train()
+    checkpoint = Path(algo.save(str(tmp_path / "ckpt")).checkpoint.path)
+    policy = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    fp32_model = sum(v.numel() * 4 for v in policy.model.state_dict().values())
+    batch = {"input_ids": torch.tensor([[4, 9, 12, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        expected = policy.model(**batch).logits
+    algo.stop()
+
+    # No env-runner module copies, no reference copy: the policy (fp32) and AdamW's two moments.
+    assert not (checkpoint / "env_runner").exists() and not (checkpoint / "eval_env_runner").exists()
+    ratio = _dir_bytes(checkpoint) / fp32_model
+    print(f"checkpoint / fp32 model size = {ratio:.3f}")
+    assert ratio <= 3.2, ratio
+
+    out = tmp_path / "exported"
+    subprocess.run(
+        [sys.executable, "-m", "rllib_proxmo.export", str(checkpoint), str(out)],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        f.name for f in out.iterdir()
+    }
+    exported = AutoModelForCausalLM.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).chat_template
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**batch).logits, expected, rtol=0, atol=1e-6)
+
+
+def test_export_merges_a_lora_adapter(model_dir, ray_session, tmp_path):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    algo = (
+        _config(model_dir, code_length=1, lr=1e-2)
+        .rl_module(model_config={"model_name_or_path": model_dir, "max_new_tokens": 6, "lora": lora})
+        .build_algo()
+    )
+    algo.train()
+    checkpoint = algo.save(str(tmp_path / "ckpt")).checkpoint.path
+    policy = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    batch = {"input_ids": torch.tensor([[4, 9, 12, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        expected = policy.model(**batch).logits
+        with policy.model.disable_adapter():
+            base = policy.model(**batch).logits
+    algo.stop()
+    assert not torch.allclose(expected, base)
+    export_main([checkpoint, str(tmp_path / "exported")])
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+    assert not any("lora_" in name for name in exported.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**batch).logits, expected, rtol=0, atol=1e-5)
 
 
 def test_a_lost_weight_push_fails_the_next_sample(model_dir, ray_session):
