@@ -122,8 +122,8 @@ def test_checkpoint_stores_the_policy_in_safetensors_and_the_reference_by_its_so
     _perturb(module.model)
     module.save_to_path(tmp_path / "module")
     with safe_open(tmp_path / "module" / WEIGHTS_FILE, "pt") as weights:
-        assert set(weights.keys()) == set(module.model.state_dict())
-    fp32_model = sum(p.numel() * 4 for p in module.model.state_dict().values())
+        assert set(weights.keys()) == set(module.get_state()) - {REFERENCE_SOURCE}
+    fp32_model = sum(p.numel() * 4 for p in module.model.parameters())
     # The policy once (fp32), RLlib's metadata and ctor files; no reference copy, no pickled weights.
     assert _dir_bytes(tmp_path / "module") <= 1.05 * fp32_model
     assert max(f.stat().st_size for f in (tmp_path / "module").glob("*.pkl")) < 20_000
@@ -174,6 +174,28 @@ def test_lora_checkpoint_holds_the_adapter_and_the_base_by_its_source(tiny_model
     restored.restore_from_path(tmp_path / "module")
     for name, value in module.model.state_dict().items():
         torch.testing.assert_close(restored.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_tied_weights_are_stored_once_and_stay_tied(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tied_dir = tmp_path / "tied"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=True)
+    model.tie_weights()
+    model.save_pretrained(tied_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tied_dir)
+    module = _module(str(tied_dir))
+    assert module.model.lm_head.weight.data_ptr() == module.model.model.embed_tokens.weight.data_ptr()
+    _perturb(module.model)
+    state = module.get_state()
+    assert "lm_head.weight" not in state and "lm_head.weight" not in module.get_state(inference_only=True)
+    module.save_to_path(tmp_path / "module")
+    with safe_open(tmp_path / "module" / WEIGHTS_FILE, "pt") as weights:
+        assert "lm_head.weight" not in weights.keys()
+    restored = _module(str(tied_dir))
+    restored.restore_from_path(tmp_path / "module")
+    torch.testing.assert_close(restored.model.lm_head.weight, module.model.lm_head.weight, rtol=0, atol=0)
+    assert restored.model.lm_head.weight.data_ptr() == restored.model.model.embed_tokens.weight.data_ptr()
 
 
 def test_hf_engine_samples_reproducibly_and_stops_at_eos(tiny_model_dir):

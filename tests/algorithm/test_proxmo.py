@@ -254,7 +254,7 @@ def test_checkpoint_stores_the_weights_once_and_exports_a_hugging_face_model(mod
     algo.train()
     checkpoint = Path(algo.save(str(tmp_path / "ckpt")).checkpoint.path)
     policy = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
-    fp32_model = sum(v.numel() * 4 for v in policy.model.state_dict().values())
+    fp32_model = sum(p.numel() * 4 for p in policy.model.parameters())
     batch = {"input_ids": torch.tensor([[4, 9, 12, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
     with torch.no_grad():
         expected = policy.model(**batch).logits

@@ -193,6 +193,22 @@ class LLMRLModule(TorchRLModule):
             return {k: v for k, v in self.model.state_dict().items() if "lora_" not in k}
         return None if self._reference is None else self._reference.state_dict()
 
+    def _tied_aliases(self) -> dict[str, str]:
+        """State-dict keys that name another key's tensor (tied weights, e.g. lm_head = embeddings): alias -> key.
+
+        States leave the aliases out (a tied weight is sent and stored once) and loading fills them in.
+        """
+        first: dict[int, str] = {}
+        aliases = {}
+        for key, tensor in self.model.state_dict().items():
+            if tensor.numel() == 0:
+                continue
+            if tensor.data_ptr() in first:
+                aliases[key] = first[tensor.data_ptr()]
+            else:
+                first[tensor.data_ptr()] = key
+        return aliases
+
     def source_sha256(self) -> str:
         """SHA-256 of the frozen weights as loaded from ``model_name_or_path`` (computed once)."""
         if not self._frozen_is_source:
@@ -218,7 +234,8 @@ class LLMRLModule(TorchRLModule):
         else included in full (reference model under ``"reference::<name>"``, with LoRA
         the base weights alongside the adapter).
         """
-        policy = self.model.state_dict()
+        aliases = self._tied_aliases()
+        policy = {k: v for k, v in self.model.state_dict().items() if k not in aliases}
         from_source = not inference_only and self._frozen_state() is not None and self._frozen_is_source
         if self.uses_lora and (inference_only or from_source):
             policy = {k: v for k, v in policy.items() if "lora_" in k}
@@ -248,7 +265,8 @@ class LLMRLModule(TorchRLModule):
         policy = {k: v for k, v in state.items() if not k.startswith(_REFERENCE_PREFIX) and k != REFERENCE_SOURCE}
         if source is not None and self._frozen_state() is not None:
             self._check_source(source)
-        own = self.model.state_dict()
+        aliases = self._tied_aliases()
+        own = {k: v for k, v in self.model.state_dict().items() if k not in aliases}
         unknown = sorted(set(policy) - set(own))
         if unknown:
             raise ValueError(f"state holds weights this model does not have: {unknown[:5]}")
@@ -257,7 +275,8 @@ class LLMRLModule(TorchRLModule):
         lora_base_given = self.uses_lora and any("lora_" not in k for k in policy)
         source_sha256 = self.source_sha256() if (reference or lora_base_given) and self._frozen_is_source else None
         # A LoRA state may carry only the adapter; the frozen base stays as loaded.
-        self.model.load_state_dict(policy, strict=not self.uses_lora)
+        tied = {alias: policy[key] for alias, key in aliases.items() if key in policy}
+        self.model.load_state_dict({**policy, **tied}, strict=not self.uses_lora)
         if reference and self._reference is not None:
             self._reference.load_state_dict(reference)
         if source_sha256 is not None:
@@ -270,8 +289,8 @@ class LLMRLModule(TorchRLModule):
                 f"the state's frozen (reference) weights are those of {source['model_name_or_path']!r} with "
                 f"SHA-256 {source['sha256']}, but this module's frozen weights, loaded from {self._source!r}, "
                 f"{'hash to ' + sha256 if sha256 else 'were replaced'}: the model files changed since the "
-                "checkpoint, or the module was built from another model or dtype; build it from the model and dtype the "
-                "checkpoint was trained from"
+                "checkpoint, or the module was built from another model or dtype; build it from the model "
+                "and dtype the checkpoint was trained from"
             )
 
     def save_to_path(
