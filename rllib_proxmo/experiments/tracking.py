@@ -237,13 +237,17 @@ class RunTracker:
         experiment: Experiment name (created when missing).
         run_name: Display name of the run.
         tags: Run tags (e.g. estimator, env, model, git commit).
+        run_id: Continue this run (a resumed job: set RUNNING again, ``run_name`` and
+            ``experiment`` unused) instead of creating one.
 
     Attributes:
         run_id: The MLflow run id, or None when tracking is off.
         skipped_calls: Logging calls dropped since tracking was turned off.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str], run_id: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.run_id: str | None = None
         self.skipped_calls = 0
@@ -254,6 +258,10 @@ class RunTracker:
             if database is not None:
                 database.parent.mkdir(parents=True, exist_ok=True)
             client = MlflowClient(tracking_uri=tracking_uri)
+            if run_id is not None:
+                client.update_run(run_id, status="RUNNING")
+                self._client, self.run_id = client, run_id
+                return
             found = client.get_experiment_by_name(experiment)
             experiment_id = (
                 found.experiment_id
