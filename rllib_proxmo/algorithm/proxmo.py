@@ -42,8 +42,10 @@ Metrics in each ``train()`` result:
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -53,7 +55,14 @@ import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.connectors.learner.learner_connector_pipeline import LearnerConnectorPipeline
-from ray.rllib.core import ALL_MODULES
+from ray.rllib.core import (
+    ALL_MODULES,
+    COMPONENT_ENV_RUNNER,
+    COMPONENT_EVAL_ENV_RUNNER,
+    COMPONENT_LEARNER,
+    COMPONENT_LEARNER_GROUP,
+    COMPONENT_RL_MODULE,
+)
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -61,6 +70,7 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
     NUM_EPISODES_LIFETIME,
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
 )
 from ray.tune.registry import register_trainable
 
@@ -84,6 +94,7 @@ from rllib_proxmo.rollout.env_runner import (
     RUNNER_STATS,
     SHARED_PREFILL_TOKENS,
     TEXT_SPACE,
+    WEIGHTS_ID,
     GroupedEnvRunner,
     SamplerSettings,
 )
@@ -381,6 +392,56 @@ class ProxMO(Algorithm):
         self._advantages = GroupAdvantages(self.config.advantage_config)
         self._group_rng = np.random.default_rng(self.config.seed)
         self._groups_drawn = 0
+        # RLlib's build-time push of the weights is fire-and-forget; this one is checked.
+        self._weights_id = new_weights_id()
+        self.sync_env_runner_weights(self.env_runner_group)
+
+    # ------------------------------------------------------------ weights
+    def sync_env_runner_weights(self, runner_group: Any, runner_ids: Sequence[int] | None = None) -> None:
+        """Load the learner's inference-only weights into env runners and check that they hold them.
+
+        RLlib's ``EnvRunnerGroup.sync_weights`` sends ``set_state`` asynchronously and
+        drops the call for a runner that still has an earlier ``set_state`` in flight
+        (``max_requests_in_flight_per_env_runner``), so after a restore a runner could
+        keep sampling with the weights it was built with. Here every runner of
+        ``runner_group`` (its healthy remote runners, or ``runner_ids`` of them, and
+        its local runner) loads the weights in a blocking call, tagged with the current
+        weights id, and reports the id it then holds; one that differs raises. Ray runs
+        an actor's calls from one caller in submission order, so an earlier RLlib push
+        still queued cannot overwrite these weights.
+
+        Raises:
+            RuntimeError: when a runner does not hold the pushed weights afterwards.
+        """
+        state = self.learner_group.get_state(
+            components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", inference_only=True
+        )[COMPONENT_LEARNER]
+        weights = {
+            COMPONENT_RL_MODULE: state[COMPONENT_RL_MODULE],
+            WEIGHTS_SEQ_NO: state[WEIGHTS_SEQ_NO],
+            WEIGHTS_ID: self._weights_id,
+        }
+        held = []
+        if runner_group.num_remote_env_runners():
+            weights_ref = ray.put(weights)
+            held = runner_group.foreach_env_runner(
+                functools.partial(_load_weights, weights_ref=weights_ref),
+                local_env_runner=False,
+                remote_worker_ids=list(runner_ids) if runner_ids is not None else None,
+                timeout_seconds=None,
+            )
+        local = runner_group.local_env_runner
+        if local is not None:
+            local.set_state(weights)
+            held.append((local.worker_index, local.weights_id))
+        check_weights_ids(held, self._weights_id)
+
+    def restore_env_runners(self, env_runner_group: Any) -> list[int]:
+        """RLlib's restart of failed runners, then the checked weight push to the restarted ones."""
+        restored = super().restore_env_runners(env_runner_group)
+        if restored:
+            self.sync_env_runner_weights(env_runner_group, restored)
+        return restored
 
     # ------------------------------------------------------------ sampling
     def _draw_groups(
@@ -397,7 +458,12 @@ class ProxMO(Algorithm):
 
     @staticmethod
     def _play(
-        runner_group: Any, groups: list[GroupRequest], explore: bool, seed: int, max_turns: int | None
+        runner_group: Any,
+        groups: list[GroupRequest],
+        explore: bool,
+        seed: int,
+        max_turns: int | None,
+        weights_id: str,
     ) -> tuple[list[TextEpisode], dict[str, float]]:
         """Spread whole groups over the healthy runners (or the local one) and play them.
 
@@ -405,6 +471,9 @@ class ProxMO(Algorithm):
         ``max_prompt_tokens``, ...) is deterministic: it is raised here with its message and
         the runner's traceback instead of taking the runner out of service, and the lost
         groups are not retried. Retries (``sample_retries``) are for runners that died.
+
+        Every runner reports the id of the weights it sampled with; one that is not
+        ``weights_id`` (the learner's weights as last pushed) fails the call.
         """
         healthy = runner_group.healthy_env_runner_ids() if runner_group.num_remote_env_runners() else []
         if not healthy:
@@ -417,12 +486,12 @@ class ProxMO(Algorithm):
             chunks = [(rid, part) for rid, part in chunks if part]
 
         def job(part: list[GroupRequest], job_seed: int) -> Callable:
-            def play(runner: GroupedEnvRunner) -> tuple[list[TextEpisode], dict[str, float]] | RunnerError:
+            def play(runner: GroupedEnvRunner) -> tuple | RunnerError:
                 try:
                     episodes = runner.sample(groups=part, explore=explore, seed=job_seed, max_turns=max_turns)
                 except Exception as error:  # noqa: BLE001 - handed to the driver, which raises it
                     return RunnerError.of(error, runner.worker_index)
-                return episodes, runner.get_metrics()
+                return (runner.worker_index, runner.weights_id), episodes, runner.get_metrics()
 
             return play
 
@@ -438,7 +507,8 @@ class ProxMO(Algorithm):
                 result.reraise()
         episodes: list[TextEpisode] = []
         stats = dict.fromkeys(RUNNER_STATS, 0.0)
-        for runner_episodes, runner_stats in results:
+        check_weights_ids([held for held, _, _ in results], weights_id)
+        for _, runner_episodes, runner_stats in results:
             episodes.extend(runner_episodes)
             for key in stats:
                 stats[key] += runner_stats[key]
@@ -453,7 +523,9 @@ class ProxMO(Algorithm):
         for attempt in range(self.config.sample_retries + 1):
             if attempt:
                 self.restore_env_runners(runner_group)
-            episodes, stats = self._play(runner_group, pending, explore, seed + attempt, self.config.max_turns)
+            episodes, stats = self._play(
+                runner_group, pending, explore, seed + attempt, self.config.max_turns, self._weights_id
+            )
             for key in totals:
                 totals[key] += stats[key]
             by_group = group_episodes(episodes)
@@ -513,9 +585,8 @@ class ProxMO(Algorithm):
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
 
         t0 = time.perf_counter()
-        self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
-        )
+        self._weights_id = new_weights_id()
+        self.sync_env_runner_weights(self.env_runner_group)
         sync_s = time.perf_counter() - t0
         iteration_s = time.perf_counter() - start
 
@@ -577,9 +648,7 @@ class ProxMO(Algorithm):
         config = self.config
         runner_group = self.eval_env_runner_group or self.env_runner_group
         if self.eval_env_runner_group is not None:
-            self.eval_env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True, timeout_seconds=None
-            )
+            self.sync_env_runner_weights(self.eval_env_runner_group)
         groups, seed = self._draw_groups(
             np.random.default_rng([config.seed or 0, 1]),
             self.evaluation_config.task_ids,
@@ -610,6 +679,42 @@ class ProxMO(Algorithm):
         if SAMPLER_STATE in state:
             self._group_rng.bit_generator.state = state[SAMPLER_STATE]["rng"]
             self._groups_drawn = state[SAMPLER_STATE]["groups_drawn"]
+        if COMPONENT_LEARNER_GROUP in state:
+            self._weights_id = new_weights_id()
+            self.sync_env_runner_weights(self.env_runner_group)
+
+    def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
+        """RLlib's restore, then the learner's (possibly restored) weights pushed to the env runners, checked."""
+        super().restore_from_path(path, *args, **kwargs)
+        self._weights_id = new_weights_id()
+        self.sync_env_runner_weights(self.env_runner_group)
+
+    def get_checkpointable_components(self) -> list[tuple[str, Any]]:
+        """RLlib's components without the env runners: they hold nothing the learner's
+        weights and the config do not rebuild, so checkpoints do not store their module copies."""
+        runners = {COMPONENT_ENV_RUNNER, COMPONENT_EVAL_ENV_RUNNER}
+        return [(name, component) for name, component in super().get_checkpointable_components() if name not in runners]
+
+
+def new_weights_id() -> str:
+    """A fresh id for a version of the learner's weights."""
+    return uuid.uuid4().hex
+
+
+def _load_weights(runner: GroupedEnvRunner, weights_ref: ray.ObjectRef) -> tuple[int, str | None]:
+    """Load the weights into a (remote) runner; its index and the weights id it then holds."""
+    runner.set_state(ray.get(weights_ref))
+    return runner.worker_index, runner.weights_id
+
+
+def check_weights_ids(held: Sequence[tuple[int, str | None]], expected: str) -> None:
+    """Raise unless every ``(worker_index, weights_id)`` pair holds ``expected``."""
+    stale = [(index, weights_id) for index, weights_id in held if weights_id != expected]
+    if stale:
+        raise RuntimeError(
+            f"env runners {[index for index, _ in stale]} hold weights {[w for _, w in stale]}, not the "
+            f"learner's current weights {expected!r}: a weight push was lost"
+        )
 
 
 register_trainable("ProxMO", ProxMO)

@@ -10,7 +10,12 @@ would overrun ``--time-budget-min`` (estimated from the mean iteration time so f
 after ``--stop-iters``. Then the policy plays the unseen split greedily again, and the
 job writes to ``--output`` (default ``results/<run-name>``):
 
-- ``checkpoint/``: the algorithm (``Algorithm.from_checkpoint`` restores it);
+- ``checkpoint/``: the algorithm after training (``Algorithm.from_checkpoint`` restores it;
+  ``python -m rllib_proxmo.export`` turns it into a Hugging Face model directory);
+- ``checkpoints/iteration_<k>/``: every ``--checkpoint-every`` iterations and when
+  interrupted (the newest two kept), each written to a temporary directory and renamed
+  when complete (:mod:`rllib_proxmo.experiments.checkpoints`); ``--resume <output>``
+  continues the run from the newest one, in the same MLflow run and iteration count;
 - ``learning_curve.png``: success / format-valid rate, score and tokens/s per iteration;
 - ``rollouts/``: every iteration's steps as Parquet (``rllib_proxmo.analysis.rollout_files``), e.g. for
   ``tuned_examples/psa_similarity_search.py --rollouts``;
@@ -34,6 +39,13 @@ store gives one warning and training goes on.
     python -m rllib_proxmo.train --env WebShop-v0 --no-mlflow
     python -m rllib_proxmo.train --engine vllm --num-env-runners 1 --num-gpus-per-env-runner 1 \
         --num-gpus-per-learner 1 --model /models/qwen2.5-1.5b-instruct   # vLLM sampling (not yet run)
+    python -m rllib_proxmo.train --resume results/<run-name> --stop-iters 80
+
+SIGINT or SIGTERM (:mod:`rllib_proxmo.experiments.interrupt`) lets the running iteration
+finish, saves a checkpoint, marks the MLflow run KILLED and exits with 128 + the signal
+number; a second signal, or one during start-up or the final evaluation, stops at once
+(the newest checkpoint saved is the resume point). Before each save the job checks that
+the disk has room for it and fails with a clear error if not.
 """
 
 from __future__ import annotations
@@ -82,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
     run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of the run, >= 0 (default 0)")
+    run.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=CPU.checkpoint_every,
+        help=f"save a checkpoint every N iterations (default {CPU.checkpoint_every}; the paper size uses "
+        f"{PAPER.checkpoint_every}; 0: only at the end and when interrupted)",
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="OUTPUT",
+        help="continue the interrupted run written to OUTPUT from its newest checkpoint, with its settings "
+        f"(only {', '.join(RESUME_OVERRIDES)} may be given again)",
+    )
     task = parser.add_argument_group("environment and model")
     task.add_argument("--env", default=ALFWORLD, help="registered env id (ALFWorld-v0, WebShop-v0, module:Id)")
     task.add_argument(
@@ -157,13 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Flags that may be given with ``--resume`` (to extend or move a run); every other setting is the run's own.
+RESUME_OVERRIDES = ("--stop-iters", "--time-budget-min", "--checkpoint-every", "--address")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; fills ``run_name`` and ``output`` defaults.
 
     What the flags refer to (env, model, GPUs, cluster) is checked by :func:`main`.
+
+    With ``--resume OUTPUT`` the settings are those saved in OUTPUT's newest checkpoint
+    (``resume_from`` is set to it), except the flags of :data:`RESUME_OVERRIDES` given again.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.resume_from = None
+    if args.resume is not None:
+        return _resumed_args(parser, args, argv)
     if args.num_gpus_per_learner > 1:
         parser.error(
             f"--num-gpus-per-learner must be 0 or 1 (one GPU per DDP learner), got {args.num_gpus_per_learner}"
@@ -176,6 +213,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.output is None:
         args.output = Path("results") / args.run_name
     return args
+
+
+def _resumed_args(parser: argparse.ArgumentParser, given: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    from rllib_proxmo.experiments.checkpoints import latest_checkpoint, read_job_state
+
+    output = given.resume.resolve()
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is None:
+        parser.error(f"--resume {given.resume}: no checkpoint in {output / 'checkpoints'} to resume from")
+    others = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in RESUME_OVERRIDES]
+    if set(others) - {"--resume"}:
+        parser.error(
+            f"--resume continues a run with its own settings; only {', '.join(RESUME_OVERRIDES)} may be given, "
+            f"got {sorted(set(others) - {'--resume'})}"
+        )
+    args = argparse.Namespace(**read_job_state(checkpoint)["args"])
+    for flag in RESUME_OVERRIDES:
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            name = flag[2:].replace("-", "_")
+            setattr(args, name, getattr(given, name))
+    args.output, args.resume, args.resume_from = Path(args.output), given.resume, checkpoint
+    return args
+
+
+def _args_state(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's settings as JSON values (what ``--resume`` reads back)."""
+    skip = {"resume", "resume_from"}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip}
 
 
 def split_configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -251,17 +316,22 @@ def progress_line(iteration: int, planned: int, row: Mapping[str, float], eta_s:
     )
 
 
-def _start_tracker(args: argparse.Namespace, config: Any) -> Any:
-    """An MLflow :class:`RunTracker` with the config as params, or None under ``--no-mlflow``."""
+def _start_tracker(args: argparse.Namespace, config: Any, run_id: str | None = None) -> Any:
+    """An MLflow :class:`RunTracker` logging the config as params, or continuing ``run_id``; None: ``--no-mlflow``."""
     if args.no_mlflow:
         return None
     from rllib_proxmo.experiments.tracking import RunTracker, default_tracking_uri, flatten_params, run_tags
 
     settings = config.to_dict()
     tracker = RunTracker(
-        args.tracking_uri or default_tracking_uri(), args.experiment_name, args.run_name, run_tags(settings, CPU.name)
+        args.tracking_uri or default_tracking_uri(),
+        args.experiment_name,
+        args.run_name,
+        run_tags(settings, CPU.name),
+        run_id=run_id,
     )
-    tracker.log_params(flatten_params(settings))
+    if run_id is None:
+        tracker.log_params(flatten_params(settings))
     return tracker
 
 
@@ -303,6 +373,57 @@ def _evaluation_line(label: str, metrics: Mapping[str, float]) -> str:
     )
 
 
+class JobProgress:
+    """What the job has done: the history rows, the training time and the start evaluation, saved with each
+    checkpoint."""
+
+    def __init__(
+        self,
+        history: list[dict[str, float]] | None = None,
+        train_s: float = 0.0,
+        start_evaluation: dict[str, float] | None = None,
+    ) -> None:
+        self.history = history or []
+        self.train_s = train_s
+        #: The evaluation of the policy RL started from (None until it ran).
+        self.start_evaluation = start_evaluation
+
+
+def _checkpoint_bytes(algo: Any, output: Path) -> int:
+    """Room the next checkpoint needs: the last one's size, or before any the fp32 policy plus AdamW."""
+    from rllib_proxmo.experiments.checkpoints import CHECKPOINT_BYTES_PER_PARAMETER, latest_checkpoint
+    from rllib_proxmo.experiments.tracking import directory_size
+
+    latest = latest_checkpoint(output)
+    if latest is not None:
+        return int(1.1 * directory_size(latest))
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    results = algo.learner_group.foreach_learner(
+        lambda learner: sum(p.numel() for p in learner.module[DEFAULT_MODULE_ID].parameters())
+    )
+    return CHECKPOINT_BYTES_PER_PARAMETER * results.result_or_errors[0].get()
+
+
+def _save_periodic(args: argparse.Namespace, algo: Any, tracker: Any, progress: JobProgress) -> Path:
+    """Save ``checkpoints/iteration_<k>`` with the job's state; keep the newest few."""
+    from rllib_proxmo.experiments.checkpoints import periodic_checkpoint_dir, prune_periodic, save_atomically
+
+    output = Path(args.output).resolve()
+    state = {
+        "args": _args_state(args),
+        "mlflow_run_id": tracker.run_id if tracker is not None else None,
+        "history": progress.history,
+        "train_s": progress.train_s,
+        "start_evaluation": progress.start_evaluation,
+    }
+    target = periodic_checkpoint_dir(output, algo.training_iteration)
+    save_atomically(algo, target, _checkpoint_bytes(algo, output), state)
+    prune_periodic(output)
+    print(f"checkpoint of iteration {algo.training_iteration}: {target}", flush=True)
+    return target
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run the job ``args`` describe; return the written paths and the final figures.
 
@@ -313,6 +434,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     """
     import ray
 
+    from rllib_proxmo.experiments.checkpoints import FINAL_DIR, read_job_state, save_atomically
+    from rllib_proxmo.experiments.interrupt import StopOnSignal
     from rllib_proxmo.experiments.tracking import flatten_metrics, write_run_files
 
     job_start = time.perf_counter()
@@ -322,45 +445,60 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     quiet_framework_output()
     config = build_config(args)
     config.validate()
-    # The MLflow run starts with the warm start or once the algorithm is built: a job that never started has none.
+    saved = read_job_state(args.resume_from) if args.resume_from is not None else None
+    progress = (
+        JobProgress(saved["history"], saved["train_s"], saved.get("start_evaluation")) if saved else JobProgress()
+    )
+    # The MLflow run starts with the warm start, or once the algorithm is built (a resumed job goes on with
+    # its own run): a job that never started has none.
     tracker = None
+    start_label = "warm start" if args.sft_episodes else "start"
     status = "FAILED"
+    stop = StopOnSignal()
     try:
-        if args.sft_episodes:
-            # The warm start is part of the job: its run starts with it (else once the algorithm is built).
+        if args.sft_episodes and saved is None:
             tracker = _start_tracker(args, config)
             warm_dir = warm_start_model(args, config, output, tracker)
             config.rl_module(model_config={**config.model_config, "model_name_or_path": str(warm_dir)})
-        start_label = "warm start" if args.sft_episodes else "start"
-        owns_ray = start_ray(
-            address=args.address,
-            num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
-            num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
-        )
-        try:
-            print("building the algorithm ...", flush=True)
-            algo = config.build_algo()
-            print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
+        with stop:
+            owns_ray = start_ray(
+                address=args.address,
+                num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
+                num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
+            )
+            stop.install()
             try:
-                if tracker is None:
-                    tracker = _start_tracker(args, config)
-                split = split_configs(args)[1].get("split", "training")
-                print(
-                    f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...", flush=True
-                )
-                start_evaluation = algo.evaluate()["env_runners"]
-                print(_evaluation_line(start_label, start_evaluation), flush=True)
-                if tracker is not None:
-                    tracker.log_metrics(flatten_metrics({"evaluation_start": {"env_runners": start_evaluation}}), 0)
-                history = _train_loop(args, algo, tracker)
-                print(f"evaluating greedily on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
-                evaluation = algo.evaluate()["env_runners"]
-                checkpoint = Path(algo.save(str(output / "checkpoint")).checkpoint.path)
+                algo = _build_or_restore(config, args.resume_from)
+                print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
+                try:
+                    if tracker is None:
+                        tracker = _start_tracker(args, config, run_id=saved["mlflow_run_id"] if saved else None)
+                    split = split_configs(args)[1].get("split", "training")
+                    if progress.start_evaluation is None:
+                        print(
+                            f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...",
+                            flush=True,
+                        )
+                        progress.start_evaluation = algo.evaluate()["env_runners"]
+                        print(_evaluation_line(start_label, progress.start_evaluation), flush=True)
+                        if tracker is not None:
+                            start_metrics = {"evaluation_start": {"env_runners": progress.start_evaluation}}
+                            tracker.log_metrics(flatten_metrics(start_metrics), 0)
+                    start_evaluation = progress.start_evaluation
+                    _train_loop(args, algo, tracker, progress, stop)
+                    if stop.signal is not None:
+                        raise SystemExit(stop.exit_code)
+                    history = progress.history
+                    print(
+                        f"evaluating greedily on the same {args.eval_tasks} tasks of the {split} split ...", flush=True
+                    )
+                    evaluation = algo.evaluate()["env_runners"]
+                    checkpoint = save_atomically(algo, output / FINAL_DIR, _checkpoint_bytes(algo, output))
+                finally:
+                    algo.stop()
             finally:
-                algo.stop()
-        finally:
-            if owns_ray:
-                ray.shutdown()
+                if owns_ray:
+                    ray.shutdown()
         title = f"{args.estimator} on {args.env} ({args.model})"
         plot, csv_path, md_path = write_run_files(
             output,
@@ -380,7 +518,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 tracker.log_artifact(path)
             tracker.log_checkpoint(checkpoint, max_bytes=int(args.checkpoint_artifact_max_mb * 2**20))
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
         raise
     finally:
@@ -413,25 +551,48 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any) -> list[dict[str, float]]:
-    """Train until ``--stop-iters`` or the time budget; print progress, log results; return the history."""
+def _build_or_restore(config: Any, checkpoint: Path | None) -> Any:
+    """A new algorithm for ``config``, or the one saved in ``checkpoint``."""
+    if checkpoint is None:
+        print("building the algorithm ...", flush=True)
+        return config.build_algo()
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    print(f"restoring the algorithm from {checkpoint} ...", flush=True)
+    return Algorithm.from_checkpoint(str(checkpoint))
+
+
+def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: JobProgress, stop: Any) -> None:
+    """Train until ``--stop-iters``, the time budget or a signal; print progress, log results, save checkpoints.
+
+    A signal (``stop``, :class:`~rllib_proxmo.experiments.interrupt.StopOnSignal`) ends the loop
+    after the running iteration, with a checkpoint of it.
+    """
     budget_s = 60 * args.time_budget_min
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    while len(history) < iterations_to_plan(len(history), time.perf_counter() - start, budget_s, args.stop_iters):
-        result = algo.train()
-        iteration = len(history) + 1
-        row = history_row(iteration, result)
-        history.append(row)
-        elapsed = time.perf_counter() - start
-        planned = iterations_to_plan(iteration, elapsed, budget_s, args.stop_iters)
-        print(progress_line(iteration, planned, row, eta_s=(planned - iteration) * elapsed / iteration), flush=True)
-        if tracker is not None:
-            tracker.log_result(result)
-    return history
+    history = progress.history
+    start = time.perf_counter() - progress.train_s
+    with stop.finishing():
+        while len(history) < iterations_to_plan(len(history), time.perf_counter() - start, budget_s, args.stop_iters):
+            result = algo.train()
+            iteration = len(history) + 1
+            row = history_row(iteration, result)
+            history.append(row)
+            elapsed = time.perf_counter() - start
+            progress.train_s = elapsed
+            planned = iterations_to_plan(iteration, elapsed, budget_s, args.stop_iters)
+            eta_s = (planned - iteration) * elapsed / iteration
+            print(progress_line(iteration, planned, row, eta_s=eta_s), flush=True)
+            if tracker is not None:
+                tracker.log_result(result)
+            if stop.signal is not None or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
+                _save_periodic(args, algo, tracker, progress)
+            if stop.signal is not None:
+                return
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from rllib_proxmo.experiments.interrupt import Interrupted
+
     # Arguments first: something in the ALFWorld stack rewrites sys.argv (docs/design.md §5).
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Before Ray, MLflow or the model start: a bad flag fails in about a second (exit status 2).
@@ -439,7 +600,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         validate_args(args, split_configs(args))
     except ValueError as error:
         build_parser().error(str(error))
-    train(args)
+    try:
+        train(args)
+    except Interrupted as interrupted:
+        print(f"\nstopped by {interrupted}; resume with --resume {args.output}", file=sys.stderr)
+        raise SystemExit(128 + interrupted.signum) from None
+    except SystemExit as done:
+        if done.code:
+            print(f"stopped by a signal; resume with --resume {args.output}", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -249,6 +249,8 @@ class RunTracker:
         experiment: Experiment name (created when missing).
         run_name: Display name of the run.
         tags: Run tags (e.g. estimator, env, model, git commit).
+        run_id: Continue this run (a resumed job: set RUNNING again, ``run_name`` and
+            ``experiment`` unused) instead of creating one.
 
     A run whose tracking failed after it started is incomplete: :meth:`finish` then
     tries once more, with a fresh client, to end it FAILED with the tag
@@ -260,7 +262,9 @@ class RunTracker:
         error: Why tracking turned itself off (None while it works).
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str], run_id: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.run_id: str | None = None
         self.skipped_calls = 0
@@ -272,6 +276,10 @@ class RunTracker:
             if database is not None:
                 database.parent.mkdir(parents=True, exist_ok=True)
             client = MlflowClient(tracking_uri=tracking_uri)
+            if run_id is not None:
+                client.update_run(run_id, status="RUNNING")
+                self._client, self.run_id = client, run_id
+                return
             found = client.get_experiment_by_name(experiment)
             experiment_id = (
                 found.experiment_id

@@ -68,6 +68,10 @@ RUNNER_STATS = (
     ENV_RESET_S,
     PROMPT_HISTORY_CUTS,
 )
+#: State key of the id the algorithm gives every version of the learner's weights it pushes
+#: (:meth:`rllib_proxmo.algorithm.proxmo.ProxMO.sync_env_runner_weights`); a runner reports
+#: the id of the weights it holds, so that the driver can check it before sampling.
+WEIGHTS_ID = "proxmo_weights_id"
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         self.engine: InferenceEngine | None = None
         self._stats = dict.fromkeys(RUNNER_STATS, 0.0)
         self._weights_seq_no = 0
+        #: Id of the weights pushed last (None: the weights the module was built with).
+        self.weights_id: str | None = None
         self.settings = SamplerSettings.from_model_config(self.config.model_config)
         self.make_module()
 
@@ -338,17 +344,19 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
 
     # ---------------------------------------------------------------- state
     def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> StateDict:
-        """The inference-only policy weights and their ``weights_seq_no``, unless
+        """The inference-only policy weights, their ``weights_seq_no`` and weights id, unless
         ``not_components`` excludes the module.
 
         Everything else an env runner holds (envs, counters) is rebuilt per call, so
-        algorithm checkpoints take the weights from the learners and nothing from here.
+        algorithm checkpoints store nothing from here (:class:`~rllib_proxmo.algorithm.proxmo.ProxMO`
+        leaves env runners out of its checkpoint components); the weights come from the learner.
         """
         if not self._check_component(COMPONENT_RL_MODULE, components, not_components):
             return {}
         return {
             COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: self.module.get_state(inference_only=True)},
             WEIGHTS_SEQ_NO: self._weights_seq_no,
+            WEIGHTS_ID: self.weights_id,
         }
 
     def set_state(self, state: StateDict) -> None:
@@ -359,7 +367,9 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         so ordering would keep a runner on the pre-restore weights until the learner
         counted past them again (and equality could still collide across two
         branches). The weights have already been shipped when this runs; loading
-        them costs one copy into the model. The number is kept for :meth:`get_state`.
+        them costs one copy into the model. The number is kept for :meth:`get_state`,
+        and the weights id (:data:`WEIGHTS_ID`, None when the state carries none, as
+        RLlib's own pushes) is what :attr:`weights_id` reports from then on.
         """
         if COMPONENT_RL_MODULE not in state:
             return
@@ -370,6 +380,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         self.module.set_state(module_state)
         self.engine.update_weights(module_state)
         self._weights_seq_no = state.get(WEIGHTS_SEQ_NO, 0)
+        self.weights_id = state.get(WEIGHTS_ID)
 
     def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict]:
         return (), {"config": self.config}

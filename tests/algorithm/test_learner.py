@@ -81,7 +81,7 @@ def test_bf16_compute_keeps_fp32_master_weights_that_move_at_lr_1e_6(model_dir):
     shipped = policy.get_state(inference_only=True)
     assert {v.dtype for v in shipped.values() if v.is_floating_point()} == {torch.bfloat16}
     full = policy.get_state()
-    assert {v.dtype for k, v in full.items() if not k.startswith("reference::")} == {torch.float32}
+    assert {v.dtype for v in full.values() if isinstance(v, torch.Tensor)} == {torch.float32}
 
 
 def test_autocast_only_on_cuda_and_no_fp16_training():

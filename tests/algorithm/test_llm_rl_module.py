@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors import safe_open
 
 from rllib_proxmo.algorithm.torch.llm_rl_module import (
     ATTENTION_MASK,
     INPUT_IDS,
+    REFERENCE_SOURCE,
     SCORED_TOKENS,
     TOKEN_ENTROPY,
     TOKEN_LOGP,
+    WEIGHTS_FILE,
     LLMRLModule,
 )
 from rllib_proxmo.algorithm.torch.model_loading import resolve_model_path
@@ -64,8 +69,8 @@ def test_inference_state_leaves_the_reference_behind_and_ships_bf16(tiny_model_d
     module = _module(tiny_model_dir, dtype="bfloat16")
     full = module.get_state()
     light = module.get_state(inference_only=True)
-    assert any(k.startswith("reference::") for k in full)
-    assert not any(k.startswith("reference::") for k in light)
+    assert REFERENCE_SOURCE in full and REFERENCE_SOURCE not in light
+    assert not any(k.startswith("reference::") for k in (*full, *light))
     assert {v.dtype for v in light.values()} == {torch.bfloat16}
     runner_side = LLMRLModule(
         model_config={"model_name_or_path": tiny_model_dir, "dtype": "bfloat16"}, inference_only=True
@@ -99,6 +104,98 @@ def test_lora_in_bf16_trains_an_fp32_adapter_over_a_bf16_base(tiny_model_dir):
         model_config={"model_name_or_path": tiny_model_dir, "dtype": "bfloat16", "lora": lora}, inference_only=True
     )
     assert {p.dtype for p in runner_side.parameters()} == {torch.bfloat16}
+
+
+def _perturb(model: torch.nn.Module, scale: float = 0.05) -> None:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn_like(parameter))
+
+
+def _dir_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+def test_checkpoint_stores_the_policy_in_safetensors_and_the_reference_by_its_source(tiny_model_dir, tmp_path):
+    module = _module(tiny_model_dir)
+    reference = {k: v.clone() for k, v in module._reference.state_dict().items()}
+    _perturb(module.model)
+    module.save_to_path(tmp_path / "module")
+    with safe_open(tmp_path / "module" / WEIGHTS_FILE, "pt") as weights:
+        assert set(weights.keys()) == set(module.get_state()) - {REFERENCE_SOURCE}
+    fp32_model = sum(p.numel() * 4 for p in module.model.parameters())
+    # The policy once (fp32), RLlib's metadata and ctor files; no reference copy, no pickled weights.
+    assert _dir_bytes(tmp_path / "module") <= 1.05 * fp32_model
+    assert max(f.stat().st_size for f in (tmp_path / "module").glob("*.pkl")) < 20_000
+
+    restored = _module(tiny_model_dir)
+    restored.restore_from_path(tmp_path / "module")
+    for name, value in module.model.state_dict().items():
+        torch.testing.assert_close(restored.model.state_dict()[name], value, rtol=0, atol=0)
+    for name, value in reference.items():
+        torch.testing.assert_close(restored._reference.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_restore_refuses_a_reference_source_that_changed(tiny_model_dir, tmp_path):
+    module = _module(tiny_model_dir)
+    module.save_to_path(tmp_path / "module")
+    other = str(build_tiny_chat_model(tmp_path / "other", WORDS, seed=4))
+    with pytest.raises(ValueError, match="SHA-256"):
+        _module(other).restore_from_path(tmp_path / "module")
+
+
+def test_a_reference_that_differs_from_its_source_is_stored_in_full(tiny_model_dir, tmp_path):
+    module = _module(tiny_model_dir)
+    _perturb(module._reference)
+    changed = {"reference::" + k: v.clone() for k, v in module._reference.state_dict().items()}
+    fresh = _module(tiny_model_dir)
+    policy = {k: v for k, v in module.get_state().items() if k != REFERENCE_SOURCE}
+    fresh.set_state({**policy, **changed})
+    state = fresh.get_state()
+    assert REFERENCE_SOURCE not in state and set(changed) <= set(state)
+    fresh.save_to_path(tmp_path / "module")
+    restored = _module(tiny_model_dir)
+    restored.restore_from_path(tmp_path / "module")
+    for name, value in changed.items():
+        torch.testing.assert_close(restored._reference.state_dict()[name[len("reference::") :]], value)
+
+
+def test_lora_checkpoint_holds_the_adapter_and_the_base_by_its_source(tiny_model_dir, tmp_path):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    module = _module(tiny_model_dir, lora=lora)
+    with torch.no_grad():
+        for name, parameter in module.model.named_parameters():
+            if "lora_" in name:
+                parameter.add_(0.1)
+    module.save_to_path(tmp_path / "module")
+    with safe_open(tmp_path / "module" / WEIGHTS_FILE, "pt") as weights:
+        assert weights.keys() and all("lora_" in k for k in weights.keys())
+    restored = _module(tiny_model_dir, lora=lora)
+    restored.restore_from_path(tmp_path / "module")
+    for name, value in module.model.state_dict().items():
+        torch.testing.assert_close(restored.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_tied_weights_are_stored_once_and_stay_tied(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tied_dir = tmp_path / "tied"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=True)
+    model.tie_weights()
+    model.save_pretrained(tied_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tied_dir)
+    module = _module(str(tied_dir))
+    assert module.model.lm_head.weight.data_ptr() == module.model.model.embed_tokens.weight.data_ptr()
+    _perturb(module.model)
+    state = module.get_state()
+    assert "lm_head.weight" not in state and "lm_head.weight" not in module.get_state(inference_only=True)
+    module.save_to_path(tmp_path / "module")
+    with safe_open(tmp_path / "module" / WEIGHTS_FILE, "pt") as weights:
+        assert "lm_head.weight" not in weights.keys()
+    restored = _module(str(tied_dir))
+    restored.restore_from_path(tmp_path / "module")
+    torch.testing.assert_close(restored.model.lm_head.weight, module.model.lm_head.weight, rtol=0, atol=0)
+    assert restored.model.lm_head.weight.data_ptr() == restored.model.model.embed_tokens.weight.data_ptr()
 
 
 def test_hf_engine_samples_reproducibly_and_stops_at_eos(tiny_model_dir):

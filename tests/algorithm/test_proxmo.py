@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from envs.llm_wrappers import make_llm_env
 from rllib_proxmo.advantages import compute_advantages
 from rllib_proxmo.algorithm.proxmo import ProxMO, ProxMOConfig
 from rllib_proxmo.analysis.rollout_files import load_rollouts
+from rllib_proxmo.export import main as export_main
 from rllib_proxmo.rollout.env_runner import GroupedEnvRunner
 from rllib_proxmo.rollout.episodes import GroupRequest
 from rllib_proxmo.testing import build_tiny_chat_model
@@ -175,26 +178,142 @@ def test_success_rises_on_a_one_answer_task(model_dir, ray_session, estimator):
     assert np.mean(rates[-3:]) - np.mean(rates[:2]) >= 0.3, rates
 
 
-def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_path):
-    algo = _config(model_dir).build_algo()
+class SlowFirstSetStateRunner(GroupedEnvRunner):
+    """The real env runner, busy for a few seconds in its first ``set_state`` (a loaded machine).
+
+    The first call is RLlib's build-time weight push, so a restore right after the build
+    pushes the checkpoint's weights while that call is still in flight.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._busy_s = 5.0
+
+    def set_state(self, state):
+        time.sleep(self._busy_s)
+        self._busy_s = 0.0
+        super().set_state(state)
+
+
+def _runner_weights(algo: Algorithm) -> list[dict[str, torch.Tensor]]:
+    """The inference-only weights every env runner (remote ones, else the local one) holds now."""
+    group = algo.env_runner_group
+    if group.num_remote_env_runners():
+        states = group.foreach_env_runner(lambda r: r.module.get_state(inference_only=True), local_env_runner=False)
+    else:
+        states = [algo.env_runner.module.get_state(inference_only=True)]
+    assert states
+    return states
+
+
+def _learner_weights(algo: Algorithm) -> dict[str, torch.Tensor]:
+    return algo.learner_group.get_state(components="learner/rl_module", inference_only=True)["learner"]["rl_module"][
+        DEFAULT_MODULE_ID
+    ]
+
+
+@pytest.mark.parametrize("num_env_runners", [0, 1])
+def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_path, num_env_runners):
+    # RLlib's restore push meets its build-time push still in flight on a busy runner.
+    config = _config(model_dir).env_runners(num_env_runners=num_env_runners, env_runner_cls=SlowFirstSetStateRunner)
+    algo = config.build_algo()
     algo.train()
     checkpoint = algo.save(str(tmp_path / "ckpt")).checkpoint.path
     continued = [algo.train() for _ in range(2)]
-    weights = algo.get_module().get_state()
+    weights = _learner_weights(algo)
     algo.stop()
 
     restored = Algorithm.from_checkpoint(checkpoint)
     assert restored.training_iteration == 1
+    learner = _learner_weights(restored)
+    for runner in _runner_weights(restored):
+        for name, value in learner.items():
+            torch.testing.assert_close(runner[name], value, rtol=0, atol=0, msg=f"env runner weight {name}")
     resumed = [restored.train() for _ in range(2)]
-    resumed_weights = restored.get_module().get_state()
+    resumed_weights = _learner_weights(restored)
     restored.stop()
     for a, b in zip(continued, resumed):
         assert a["proxmo"]["advantages"] == b["proxmo"]["advantages"]
         assert a["env_runners"]["num_turns"] == b["env_runners"]["num_turns"]
-        for key in ("grad_norm", "policy_loss", "kl"):
+        for key in ("grad_norm", "policy_loss", "kl", "sampler_logp_gap_max"):
             assert _learner(a)[key] == pytest.approx(_learner(b)[key], rel=1e-6, abs=1e-9), key
     for name, value in weights.items():
         torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=0)
+
+
+def _dir_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+def test_checkpoint_stores_the_weights_once_and_exports_a_hugging_face_model(model_dir, ray_session, tmp_path):
+    config = (
+        _config(model_dir)
+        .env_runners(num_env_runners=1)
+        .evaluation(evaluation_interval=1, evaluation_num_tasks=1, evaluation_num_env_runners=0)
+    )
+    algo = config.build_algo()
+    algo.train()
+    checkpoint = Path(algo.save(str(tmp_path / "ckpt")).checkpoint.path)
+    policy = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    fp32_model = sum(p.numel() * 4 for p in policy.model.parameters())
+    batch = {"input_ids": torch.tensor([[4, 9, 12, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        expected = policy.model(**batch).logits
+    algo.stop()
+
+    # No env-runner module copies, no reference copy: the policy (fp32) and AdamW's two moments.
+    assert not (checkpoint / "env_runner").exists() and not (checkpoint / "eval_env_runner").exists()
+    ratio = _dir_bytes(checkpoint) / fp32_model
+    print(f"checkpoint / fp32 model size = {ratio:.3f}")
+    assert ratio <= 3.2, ratio
+
+    out = tmp_path / "exported"
+    subprocess.run(
+        [sys.executable, "-m", "rllib_proxmo.export", str(checkpoint), str(out)],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        f.name for f in out.iterdir()
+    }
+    exported = AutoModelForCausalLM.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).chat_template
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**batch).logits, expected, rtol=0, atol=1e-6)
+
+
+def test_export_merges_a_lora_adapter(model_dir, ray_session, tmp_path):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    algo = (
+        _config(model_dir, code_length=1, lr=1e-2)
+        .rl_module(model_config={"model_name_or_path": model_dir, "max_new_tokens": 6, "lora": lora})
+        .build_algo()
+    )
+    algo.train()
+    checkpoint = algo.save(str(tmp_path / "ckpt")).checkpoint.path
+    policy = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    batch = {"input_ids": torch.tensor([[4, 9, 12, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        expected = policy.model(**batch).logits
+        with policy.model.disable_adapter():
+            base = policy.model(**batch).logits
+    algo.stop()
+    assert not torch.allclose(expected, base)
+    export_main([checkpoint, str(tmp_path / "exported")])
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+    assert not any("lora_" in name for name in exported.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**batch).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_a_lost_weight_push_fails_the_next_sample(model_dir, ray_session):
+    algo = _config(model_dir).build_algo()
+    algo.env_runner.weights_id = "stale"
+    with pytest.raises(RuntimeError, match="a weight push was lost"):
+        algo.train()
+    algo.stop()
 
 
 def test_evaluation_reports_episode_metrics(model_dir, ray_session):

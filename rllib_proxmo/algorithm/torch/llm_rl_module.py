@@ -43,6 +43,15 @@ O(B·K·vocab) instead of O(B·L·vocab) for long prompts.
 The reference model lives outside the module's parameter registry: it is never
 optimised, never wrapped by DDP and never part of the inference-only state that is
 sent to env runners.
+
+Checkpoints (:meth:`LLMRLModule.save_to_path`) hold the policy's weights in one
+safetensors file (``model.safetensors``, fp32 master weights; with LoRA only the adapter).
+The frozen weights (the reference model; with LoRA the base model, which is also the
+reference) are stored as where they came from, ``model_name_or_path`` and the SHA-256
+of their tensors, as long as they are what the module loaded from there; restoring
+checks the hash against the weights the module loaded and refuses a mismatch (the model
+files changed since). Frozen weights that differ from their source (a state loaded with
+other reference weights) are stored in full under ``"reference::<name>"``.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ import torch
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.typing import StateDict
 
+from rllib_proxmo.algorithm.torch import safetensors_io
 from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm
 
 INPUT_IDS = "input_ids"
@@ -66,6 +76,10 @@ TOKEN_ENTROPY = "token_entropy"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _REFERENCE_PREFIX = "reference::"
+#: State key of the frozen weights' source: ``{"model_name_or_path": ..., "sha256": ...}``.
+REFERENCE_SOURCE = "reference_source"
+#: The policy's weights inside a module checkpoint directory.
+WEIGHTS_FILE = "model.safetensors"
 
 
 def compute_dtype(name: str, *, training: bool) -> torch.dtype:
@@ -159,6 +173,13 @@ class LLMRLModule(TorchRLModule):
             reference = copy.deepcopy(model).to(self.compute_dtype).requires_grad_(False).eval()
         # Stored outside nn.Module's registry: not a parameter, not in DDP, not synced.
         object.__setattr__(self, "_reference", reference)
+        self._source = config["model_name_or_path"]
+        # Whether the frozen weights are still those loaded from the source, and their hash (lazy).
+        self._frozen_is_source = True
+        self._source_sha256: str | None = None
+        if training:
+            # Hashed now, while the frozen weights are certainly the source's (about 1 s per GB).
+            self.source_sha256()
 
     def to(self, *args: Any, **kwargs: Any) -> LLMRLModule:
         super().to(*args, **kwargs)
@@ -214,6 +235,36 @@ class LLMRLModule(TorchRLModule):
                 return self._token_logp_and_entropy(self.model, batch, with_entropy=False)[TOKEN_LOGP]
         return self._token_logp_and_entropy(self._reference, batch, with_entropy=False)[TOKEN_LOGP]
 
+    def _frozen_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights that never train: the reference model's, or with LoRA the base model's."""
+        if self.uses_lora:
+            return {k: v for k, v in self.model.state_dict().items() if "lora_" not in k}
+        return None if self._reference is None else self._reference.state_dict()
+
+    def _tied_aliases(self) -> dict[str, str]:
+        """State-dict keys that name another key's tensor (tied weights, e.g. lm_head = embeddings): alias -> key.
+
+        States leave the aliases out (a tied weight is sent and stored once) and loading fills them in.
+        """
+        first: dict[int, str] = {}
+        aliases = {}
+        for key, tensor in self.model.state_dict().items():
+            if tensor.numel() == 0:
+                continue
+            if tensor.data_ptr() in first:
+                aliases[key] = first[tensor.data_ptr()]
+            else:
+                first[tensor.data_ptr()] = key
+        return aliases
+
+    def source_sha256(self) -> str:
+        """SHA-256 of the frozen weights as loaded from ``model_name_or_path`` (computed once)."""
+        if not self._frozen_is_source:
+            raise ValueError("the frozen weights were replaced and no longer match their source")
+        if self._source_sha256 is None:
+            self._source_sha256 = safetensors_io.tensors_sha256(self._frozen_state())
+        return self._source_sha256
+
     def get_state(
         self,
         components: str | Collection[str] | None = None,
@@ -226,37 +277,103 @@ class LLMRLModule(TorchRLModule):
 
         ``inference_only=True`` gives what env runners need: the policy weights (with
         LoRA only the adapter, with ``trainable_layers`` only those layers), cast to the
-        compute dtype. Otherwise the weights keep
-        their own dtype (fp32 master weights) and the reference model's weights are
-        included under ``"reference::<name>"`` so checkpoints restore it.
+        compute dtype. Otherwise the weights keep their own dtype (fp32 master weights)
+        and the frozen weights are described by ``"reference_source"`` (model path and
+        SHA-256) while they are their source's, else included in full (reference model
+        under ``"reference::<name>"``, with LoRA the base weights alongside the adapter).
         """
-        policy = self.model.state_dict()
+        aliases = self._tied_aliases()
+        policy = {k: v for k, v in self.model.state_dict().items() if k not in aliases}
+        from_source = not inference_only and self._frozen_state() is not None and self._frozen_is_source
         if inference_only and self.trains_subset:
             trained = {name for name, param in self.model.named_parameters() if param.requires_grad}
             policy = {k: v for k, v in policy.items() if k in trained}
-        state = {
+        elif self.uses_lora and from_source:
+            policy = {k: v for k, v in policy.items() if "lora_" in k}
+        state: StateDict = {
             k: v.detach().to(
                 "cpu", self.compute_dtype if inference_only and v.is_floating_point() else v.dtype, copy=True
             )
             for k, v in policy.items()
         }
-        if not inference_only and self._reference is not None:
+        if from_source:
+            state[REFERENCE_SOURCE] = {"model_name_or_path": self._source, "sha256": self.source_sha256()}
+        elif not inference_only and self._reference is not None:
             state.update(
                 {_REFERENCE_PREFIX + k: v.detach().cpu().clone() for k, v in self._reference.state_dict().items()}
             )
         return state
 
     def set_state(self, state: StateDict) -> None:
-        """Load weights produced by :meth:`get_state` (full or inference-only)."""
+        """Load weights produced by :meth:`get_state` (full or inference-only).
+
+        Raises:
+            ValueError: for weights this model does not have or lacks, and for a
+                ``"reference_source"`` whose hash is not that of this module's frozen weights.
+        """
+        source = state.get(REFERENCE_SOURCE)
         reference = {k[len(_REFERENCE_PREFIX) :]: v for k, v in state.items() if k.startswith(_REFERENCE_PREFIX)}
-        policy = {k: v for k, v in state.items() if not k.startswith(_REFERENCE_PREFIX)}
-        own = self.model.state_dict()
+        policy = {k: v for k, v in state.items() if not k.startswith(_REFERENCE_PREFIX) and k != REFERENCE_SOURCE}
+        if source is not None and self._frozen_state() is not None:
+            self._check_source(source)
+        aliases = self._tied_aliases()
+        own = {k: v for k, v in self.model.state_dict().items() if k not in aliases}
         unknown = sorted(set(policy) - set(own))
         if unknown:
             raise ValueError(f"state holds weights this model does not have: {unknown[:5]}")
         if not self.trains_subset and set(policy) != set(own):
             raise ValueError(f"state lacks weights of this model: {sorted(set(own) - set(policy))[:5]}")
-        # A state may carry only the trained weights; the frozen ones stay as loaded.
-        self.model.load_state_dict(policy, strict=not self.trains_subset)
+        lora_base_given = self.uses_lora and any("lora_" not in k for k in policy)
+        source_sha256 = self.source_sha256() if (reference or lora_base_given) and self._frozen_is_source else None
+        # A state may carry only the trained weights (adapter, top layers); the rest stays as loaded.
+        tied = {alias: policy[key] for alias, key in aliases.items() if key in policy}
+        self.model.load_state_dict({**policy, **tied}, strict=not self.trains_subset)
         if reference and self._reference is not None:
             self._reference.load_state_dict(reference)
+        if source_sha256 is not None:
+            self._frozen_is_source = safetensors_io.tensors_sha256(self._frozen_state()) == source_sha256
+
+    def _check_source(self, source: dict[str, str]) -> None:
+        sha256 = self.source_sha256() if self._frozen_is_source else None
+        if sha256 != source["sha256"]:
+            raise ValueError(
+                f"the state's frozen (reference) weights are those of {source['model_name_or_path']!r} with "
+                f"SHA-256 {source['sha256']}, but this module's frozen weights, loaded from {self._source!r}, "
+                f"{'hash to ' + sha256 if sha256 else 'were replaced'}: the model files changed since the "
+                "checkpoint, or the module was built from another model or dtype; build it from the model "
+                "and dtype the checkpoint was trained from"
+            )
+
+    def save_to_path(
+        self,
+        path: Any = None,
+        *,
+        state: StateDict | None = None,
+        filesystem: Any = None,
+        use_msgpack: bool = False,
+    ) -> str:
+        """RLlib's module checkpoint with the weights in ``model.safetensors`` instead of the pickle."""
+        state = self.get_state() if state is None else state
+        if path is not None:
+            filesystem, path = safetensors_io.resolve(path, filesystem)
+        # The state file keeps a pointer to the weights only (RLlib writes a non-empty state as given).
+        path = super().save_to_path(
+            path, state={"weights_file": WEIGHTS_FILE}, filesystem=filesystem, use_msgpack=use_msgpack
+        )
+        filesystem, path = safetensors_io.resolve(path, filesystem)
+        tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        other = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+        safetensors_io.write_state(filesystem, f"{path}/{WEIGHTS_FILE}", tensors, other)
+        return path
+
+    def restore_from_path(
+        self, path: Any, *, component: str | None = None, filesystem: Any = None, **kwargs: Any
+    ) -> None:
+        """Load a checkpoint of :meth:`save_to_path` (or an older, all-pickle one, through RLlib)."""
+        filesystem, path = safetensors_io.resolve(path, filesystem)
+        weights = f"{path}/{WEIGHTS_FILE}"
+        if component is not None or not safetensors_io.exists(filesystem, weights):
+            super().restore_from_path(path, component=component, filesystem=filesystem, **kwargs)
+            return
+        tensors, other = safetensors_io.read_state(filesystem, weights)
+        self.set_state({**tensors, **other})
