@@ -146,8 +146,8 @@ CPU = Scale(
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
     warm_up_episodes=12,
-    warm_up_epochs=2,
-    warm_up_lr=1e-4,
+    warm_up_epochs=3,
+    warm_up_lr=5e-4,
 )
 #: Env-config entries that switch an env's expert on for the warm start (other envs must
 #: report ``info["expert_action"]`` by themselves).

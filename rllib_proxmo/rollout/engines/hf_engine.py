@@ -219,7 +219,7 @@ class HFEngine:
                 output = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
-                    past_key_values=cache,
+                    cache=cache,
                     generation_config=self._generation_config(params),
                     logits_processor=processors,
                 )
