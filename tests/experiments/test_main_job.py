@@ -338,7 +338,8 @@ def test_saves_are_atomic_and_check_the_free_space_first(tiny_model, ray_session
 
 
 def _start_job(tiny_model: str, output: Path, uri: str, *extra: str) -> subprocess.Popen:
-    argv = [a for a in TINY_RUN if a not in {"--stop-iters", "1"}]
+    at = TINY_RUN.index("--stop-iters")
+    argv = TINY_RUN[:at] + TINY_RUN[at + 2 :]
     env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "MLFLOW_TRACKING_URI"}}
     return subprocess.Popen(
         [sys.executable, "-m", "rllib_proxmo.train", *argv, "--model", tiny_model, "--output", str(output)]
