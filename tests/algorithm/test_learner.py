@@ -302,15 +302,23 @@ def _with_sampler_logp(learner, episodes: list[TextEpisode], offsets: list[np.nd
     return annotated
 
 
+@pytest.mark.parametrize("old_logp_source", ["recompute", "sampler"])
 @pytest.mark.parametrize("minibatch_size", [256, 2])
-def test_the_sampler_gap_is_measured_before_any_optimizer_step(model_dir, minibatch_size):
-    learner = _learner(model_dir, minibatch_size=minibatch_size, micro_batch_size=3, lr=1e-2)
+def test_the_sampler_gap_is_measured_before_any_optimizer_step(model_dir, minibatch_size, old_logp_source):
+    learner = _learner(
+        model_dir, minibatch_size=minibatch_size, micro_batch_size=3, lr=1e-2, old_logp_source=old_logp_source
+    )
     episodes = _episodes(6)
     offsets = [np.full(len(e.turns[0].response_ids), 0.1) for e in episodes]
-    offsets[3][1] = -0.7
+    # With sampler old log-probs and several steps only the first mini-batch is measured: every row gets the 0.7.
+    for offset in offsets if old_logp_source == "sampler" and minibatch_size == 2 else offsets[3:4]:
+        offset[1] = -0.7
     results = learner.update(episodes=_with_sampler_logp(learner, episodes, offsets))
     assert _metric(results, "num_optimizer_steps") == (1 if minibatch_size == 256 else 3)
     assert _metric(results, "sampler_logp_gap_max") == pytest.approx(0.7, abs=1e-4)
+    if old_logp_source == "sampler" and minibatch_size == 2:
+        assert 0.1 < _metric(results, "sampler_logp_gap_mean") < 0.7
+        return
     gaps = np.abs(np.concatenate(offsets))
     assert _metric(results, "sampler_logp_gap_mean") == pytest.approx(gaps.mean(), abs=1e-4)
     # Without the column nothing is measured: no stale figure of the previous update.
