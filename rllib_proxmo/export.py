@@ -30,6 +30,8 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """
     from ray.rllib.core.rl_module.rl_module import RLModule
 
+    from rllib_proxmo.algorithm.torch.model_loading import save_policy_model
+
     module_dir = Path(checkpoint).expanduser().resolve() / MODULE_DIR
     if not module_dir.is_dir():
         raise FileNotFoundError(f"{checkpoint} is not an algorithm checkpoint: {MODULE_DIR} is missing")
@@ -37,11 +39,9 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty")
     module = RLModule.from_checkpoint(module_dir, inference_only=True)
-    model = module.model.merge_and_unload() if module.uses_lora else module.model
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, safe_serialization=True)
-    module.tokenizer.save_pretrained(partial)
+    save_policy_model(module, partial)
     if out_dir.exists():
         out_dir.rmdir()
     partial.rename(out_dir)

@@ -78,6 +78,35 @@ from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_c
 from rllib_proxmo.experiments.tables import history_row
 
 
+def add_environment_arguments(task: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--env``, ``--env-config``, ``--llm-env-config``, ``--num-games``, ``--model``, ``--trainable-layers``.
+
+    The flags of the main job that pick the env, its prompt and the model; ``python -m
+    rllib_proxmo.sft`` takes the same ones.
+    """
+    task.add_argument("--env", default=ALFWORLD, help="registered env id (ALFWorld-v0, WebShop-v0, module:Id)")
+    task.add_argument(
+        "--env-config", type=json_object, default={}, help="JSON object merged into the env config of both splits"
+    )
+    task.add_argument(
+        "--llm-env-config",
+        type=json_object,
+        default={},
+        help="JSON keywords of envs.llm_wrappers.make_llm_env merged into the CPU defaults (ALFWorld: compact "
+        'numbered prompt, 1 history step, no think block), e.g. \'{"template": "alfworld", "require_think": true}\'',
+    )
+    task.add_argument(
+        "--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games per split"
+    )
+    task.add_argument("--model", default=CPU.model, help="model alias, local directory or hub id")
+    task.add_argument(
+        "--trainable-layers",
+        type=non_negative_int,
+        default=CPU.trainable_layers,
+        help=f"train only the top N decoder layers, 0 = every weight (default {CPU.trainable_layers})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m rllib_proxmo.train`` (RLlib's example-script flag names)."""
     parser = argparse.ArgumentParser(
@@ -109,28 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run written to OUTPUT from its newest checkpoint, with its settings "
         f"(only {', '.join(RESUME_OVERRIDES)} may be given again)",
     )
-    task = parser.add_argument_group("environment and model")
-    task.add_argument("--env", default=ALFWORLD, help="registered env id (ALFWorld-v0, WebShop-v0, module:Id)")
-    task.add_argument(
-        "--env-config", type=json_object, default={}, help="JSON object merged into the env config of both splits"
-    )
-    task.add_argument(
-        "--llm-env-config",
-        type=json_object,
-        default={},
-        help="JSON keywords of envs.llm_wrappers.make_llm_env merged into the CPU defaults (ALFWorld: compact "
-        'numbered prompt, 1 history step, no think block), e.g. \'{"template": "alfworld", "require_think": true}\'',
-    )
-    task.add_argument(
-        "--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games per split"
-    )
-    task.add_argument("--model", default=CPU.model, help="model alias, local directory or hub id")
-    task.add_argument(
-        "--trainable-layers",
-        type=non_negative_int,
-        default=CPU.trainable_layers,
-        help=f"train only the top N decoder layers, 0 = every weight (default {CPU.trainable_layers})",
-    )
+    add_environment_arguments(parser.add_argument_group("environment and model"))
     warm = parser.add_argument_group("supervised warm start (rllib_proxmo.sft)")
     warm.add_argument(
         "--sft-episodes",

@@ -2,7 +2,7 @@
 
 from rllib_proxmo.sft.demonstrations import collect_demonstrations
 from rllib_proxmo.sft.fine_tune import EpochStats, FineTuneSettings, fine_tune
-from rllib_proxmo.sft.warm_start import WarmStartResult, save_policy_model, warm_start
+from rllib_proxmo.sft.warm_start import WarmStartResult, warm_start
 
 __all__ = [
     "EpochStats",
@@ -10,6 +10,5 @@ __all__ = [
     "WarmStartResult",
     "collect_demonstrations",
     "fine_tune",
-    "save_policy_model",
     "warm_start",
 ]

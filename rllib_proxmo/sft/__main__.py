@@ -1,7 +1,8 @@
 """``python -m rllib_proxmo.sft``: warm-start a policy on expert episodes, save it as a model directory.
 
 The run uses the main job's environment, prompt and model settings (the same flags,
-translated into :func:`rllib_proxmo.experiments.main_job.build_config`), so the saved
+:func:`~rllib_proxmo.experiments.main_job.add_environment_arguments`, handed to
+:func:`~rllib_proxmo.experiments.main_job.build_config`), so the saved
 model answers in the format an RL run's prompt asks for; start RL from it with
 ``python -m rllib_proxmo.train --model OUTPUT --sft-episodes 0``.
 
@@ -16,14 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from envs import ALFWORLD
-from rllib_proxmo.experiments.cli import (
-    add_tracking_arguments,
-    json_object,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
+from rllib_proxmo.experiments.cli import add_tracking_arguments, non_negative_int, positive_float, positive_int
+from rllib_proxmo.experiments.main_job import add_environment_arguments
 from rllib_proxmo.experiments.scale import CPU
 
 
@@ -32,17 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m rllib_proxmo.sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output", type=Path, required=True, help="model directory to write")
-    parser.add_argument("--env", default=ALFWORLD, help="registered env id whose info carries expert_action")
-    parser.add_argument("--env-config", type=json_object, default={}, help="JSON object merged into the env config")
-    parser.add_argument("--llm-env-config", type=json_object, default={}, help="JSON make_llm_env keywords")
-    parser.add_argument("--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games")
-    parser.add_argument("--model", default=CPU.model, help="model alias, local directory or hub id")
-    parser.add_argument("--trainable-layers", type=non_negative_int, default=CPU.trainable_layers)
+    add_environment_arguments(parser)
     parser.add_argument("--episodes", type=positive_int, default=CPU.warm_up_episodes, help="expert episodes")
     parser.add_argument("--epochs", type=positive_int, default=CPU.warm_up_epochs)
     parser.add_argument("--lr", type=positive_float, default=CPU.warm_up_lr)
     parser.add_argument("--max-turns", type=positive_int, default=CPU.max_turns, help="turns per demonstration")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the run, >= 0 (default 0)")
     add_tracking_arguments(parser, experiment_name="rllib-proxmo-sft")
     return parser
 
@@ -51,13 +41,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from rllib_proxmo.experiments import main_job
 
-    job = main_job.parse_args(
-        ["--env", args.env, "--env-config", _json(args.env_config), "--llm-env-config", _json(args.llm_env_config)]
-        + ["--num-games", str(args.num_games), "--model", args.model, "--trainable-layers", str(args.trainable_layers)]
-        + ["--sft-episodes", str(args.episodes), "--sft-epochs", str(args.epochs), "--sft-lr", str(args.lr)]
-        + ["--max-turns", str(args.max_turns), "--seed", str(args.seed), "--output", str(args.output)]
-        + ["--run-name", f"sft-{args.output.name}"]
-    )
+    # The main job's settings, with the ones this command takes (same names) and its warm start.
+    job = main_job.parse_args(["--output", str(args.output), "--run-name", f"sft-{args.output.name}"])
+    for name in ("env", "env_config", "llm_env_config", "num_games", "model", "trainable_layers", "max_turns", "seed"):
+        setattr(job, name, getattr(args, name))
+    job.sft_episodes, job.sft_epochs, job.sft_lr = args.episodes, args.epochs, args.lr
     config = main_job.build_config(job)
     tracker = None
     if not args.no_mlflow:
@@ -82,12 +70,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
             tracker.finish(status)
     print(f"model: {model_dir}\nstart RL from it: python -m rllib_proxmo.train --model {model_dir} --sft-episodes 0")
     return model_dir
-
-
-def _json(value: dict) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 if __name__ == "__main__":

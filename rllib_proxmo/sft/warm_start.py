@@ -18,6 +18,7 @@ from typing import Any
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 
+from rllib_proxmo.algorithm.torch.model_loading import save_policy_model
 from rllib_proxmo.rollout.env_factory import make_text_env
 from rllib_proxmo.rollout.env_runner import TEXT_SPACE
 from rllib_proxmo.sft.demonstrations import collect_demonstrations
@@ -124,17 +125,3 @@ def warm_start(
     }
     (model_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return result
-
-
-def save_policy_model(policy: Any, directory: str | Path) -> Path:
-    """Save a policy module's model (LoRA merged into a copy) and tokenizer as a Hugging Face directory."""
-    import copy
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model = policy.model
-    if policy.uses_lora:
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(directory, safe_serialization=True)
-    policy.tokenizer.save_pretrained(directory)
-    return directory

@@ -27,7 +27,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -204,3 +204,17 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     model.eval()
     return model, tokenizer
+
+
+def save_policy_model(policy: Any, directory: str | Path) -> Path:
+    """Save a policy module's model (LoRA merged into a copy) and tokenizer as a Hugging Face directory.
+
+    ``directory`` is created; it then holds ``config.json``, ``model.safetensors``, the
+    generation config and the tokenizer files, which ``from_pretrained`` and vLLM load.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(policy.model).merge_and_unload() if policy.uses_lora else policy.model
+    model.save_pretrained(directory, safe_serialization=True)
+    policy.tokenizer.save_pretrained(directory)
+    return directory
