@@ -19,6 +19,9 @@ Checks (in order):
 - ``learner_bf16``: one learner update with ``dtype="bfloat16"`` at lr 1e-6 on the
   GPU: share of the fp32 master weights that changed, parameter / optimizer /
   reference / shipped-weight dtypes.
+- ``shared_trunk_bf16``: ``trainable_layers=1`` in bf16 with a KL term: max / mean
+  |reference log-probs from the shared frozen trunk - a full bf16 reference pass|
+  (fails above 0.1), KL and update time with and without sharing.
 - ``sampler_gap``: 16 prompts x 32 sampled tokens on the GPU in fp32 and bf16 (runner
   weights shipped from a learner module): max / mean |learner logp - sampler logp|,
   new tokens/s, cut rate; fails when the fp32 gap exceeds 1e-3.
@@ -172,6 +175,51 @@ def check_learner_bf16(context: Context) -> dict[str, Any]:
         raise AssertionError(f"only {changed}/{total} master weights changed: {figures}")
     if figures["optimizer_param_dtypes"] != ["torch.float32"] or figures["shipped_weight_dtypes"] != ["torch.bfloat16"]:
         raise AssertionError(f"wrong dtypes: {figures}")
+    return figures
+
+
+@check("shared_trunk_bf16", packages=("ray",))
+def check_shared_trunk_bf16(context: Context) -> dict[str, Any]:
+    """trainable_layers on the GPU in bf16: the reference log-probs from the shared frozen trunk
+    (fp32 master trunk under autocast) against a full pass of the bf16 reference, and the update
+    time with and without sharing."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from envs.spaces import TextSpace
+    from rllib_proxmo.algorithm.token_batch import RESPONSE_MASK, pad_turns
+    from rllib_proxmo.algorithm.torch.llm_rl_module import (
+        ATTENTION_MASK,
+        INPUT_IDS,
+        REF_LOGP,
+        WITH_REFERENCE,
+    )
+    from rllib_proxmo.algorithm.torch.proxmo_torch_learner import trim_left_padding
+
+    figures: dict[str, Any] = {}
+    for shared in (True, False):
+        config = _learner_config(context, dtype="bfloat16", trainable_layers=1).training(kl_coeff=0.1, lr=1e-4)
+        learner = config.build_learner(spaces={DEFAULT_MODULE_ID: (TextSpace(), TextSpace())})
+        policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        if not policy.shares_frozen_trunk:
+            raise AssertionError("a bf16 learner with trainable_layers does not share its frozen trunk")
+        policy._trunk_is_reference = shared
+        episodes = _random_episodes(policy.tokenizer.vocab_size, 16, seed=0)
+        learner.update(episodes=episodes)  # warm-up; the top layer now differs from the reference
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        results = learner.update(episodes=episodes)
+        torch.cuda.synchronize()
+        figures[f"update_s_{'shared' if shared else 'full_reference'}"] = time.perf_counter() - start
+        figures[f"kl_{'shared' if shared else 'full_reference'}"] = float(results[DEFAULT_MODULE_ID]["kl"].peek())
+    columns = learner._columns(pad_turns(episodes, policy.tokenizer.pad_token_id))
+    batch = trim_left_padding({key: columns[key] for key in (INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK)})
+    policy._trunk_is_reference = True
+    with torch.no_grad():
+        gap = (policy.forward_train({**batch, WITH_REFERENCE: True})[REF_LOGP] - policy.reference_logp(batch)).abs()
+    figures["ref_logp_gap_max"] = float(gap.max())
+    figures["ref_logp_gap_mean"] = float(gap.mean())
+    if figures["ref_logp_gap_max"] > 0.1:
+        raise AssertionError(f"shared-trunk reference log-probs disagree with the bf16 reference: {figures}")
     return figures
 
 

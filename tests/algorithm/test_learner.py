@@ -18,16 +18,20 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from benchmarks import gpu_check
 from envs.spaces import TextSpace
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
+from rllib_proxmo.algorithm.token_batch import RESPONSE_MASK, pad_turns
 from rllib_proxmo.algorithm.torch.llm_rl_module import (
     ATTENTION_MASK,
     INPUT_IDS,
+    REF_LOGP,
     SCORED_TOKENS,
+    TOKEN_ENTROPY,
     TOKEN_LOGP,
+    WITH_REFERENCE,
     LLMRLModule,
     autocast_dtype,
     compute_dtype,
 )
-from rllib_proxmo.algorithm.torch.proxmo_torch_learner import k3_kl, step_plan
+from rllib_proxmo.algorithm.torch.proxmo_torch_learner import k3_kl, step_plan, trim_left_padding
 from rllib_proxmo.rollout.episodes import TextEpisode, Turn
 from rllib_proxmo.testing import build_tiny_chat_model
 
@@ -433,3 +437,67 @@ def test_trainable_layers_trains_the_top_layers_only_and_ships_only_them(model_d
             model_config={"model_name_or_path": model_dir, "trainable_layers": 1, "lora": {"r": 2}},
             inference_only=True,
         )
+
+
+def test_a_shared_frozen_trunk_gives_the_reference_logp_of_a_full_reference_pass(model_dir):
+    learner = _learner(model_dir, model_config={"trainable_layers": 1}, minibatch_size=256, lr=1e-2)
+    policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    assert policy.shares_frozen_trunk
+    learner.update(episodes=_episodes(6))  # the policy's top layer now differs from the reference's
+    columns = learner._columns(pad_turns(_episodes(5, seed=4), policy.tokenizer.pad_token_id))
+    batch = trim_left_padding({key: columns[key] for key in (INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK)})
+    shared = policy.forward_train({**batch, WITH_REFERENCE: True})
+    plain = policy.forward_train(batch)
+    torch.testing.assert_close(shared[REF_LOGP], policy.reference_logp(batch), atol=1e-6, rtol=0)
+    torch.testing.assert_close(shared[TOKEN_LOGP], plain[TOKEN_LOGP], atol=0, rtol=0)
+    assert not torch.allclose(shared[REF_LOGP], shared[TOKEN_LOGP], atol=1e-4)
+    # The trunk's output continues the forward pass exactly, with gradients for the top layer only.
+    out, trunk = policy.forward_train_with_trunk(batch)
+    again = policy.forward_train_from_trunk(trunk, batch)
+    for key in (TOKEN_LOGP, TOKEN_ENTROPY):
+        torch.testing.assert_close(again[key], out[key], atol=1e-6, rtol=0)
+    again[TOKEN_LOGP].sum().backward()
+    assert {name for name, p in policy.model.named_parameters() if p.grad is not None} == {
+        name for name, p in policy.model.named_parameters() if p.requires_grad
+    }
+
+
+def test_the_shared_trunk_saves_the_reference_pass_and_trains_like_the_full_one(model_dir, monkeypatch, caplog):
+    episodes = _episodes(10)
+    updated, kls = {}, {}
+    for shared in (True, False):
+        learner = _learner(
+            model_dir, model_config={"trainable_layers": 1}, minibatch_size=4, num_epochs=2, lr=1e-3, kl_coeff=0.5
+        )
+        policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        monkeypatch.setattr(policy, "_trunk_is_reference", shared)
+        reference_forwards = _count_calls(policy._reference)
+        learner.update(episodes=episodes)
+        learner.update(episodes=episodes)
+        kls[shared] = _metric(learner.update(episodes=episodes), "kl")
+        # The reference's full forward runs once per micro-batch of each first epoch, unless shared.
+        assert (reference_forwards[0] == 0) is shared
+        updated[shared] = _trainable(learner)
+    assert kls[True] > 0
+    assert kls[True] == pytest.approx(kls[False], rel=1e-4)
+    for name, value in updated[False].items():
+        torch.testing.assert_close(updated[True][name], value, atol=1e-5, rtol=0)
+    # A state whose frozen layers are not the reference's turns sharing off, with a warning.
+    state = policy.get_state()
+    state["model.layers.0.mlp.up_proj.weight"] = state["model.layers.0.mlp.up_proj.weight"] + 0.1
+    other = LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1})
+    assert other.shares_frozen_trunk
+    with caplog.at_level("WARNING"):
+        other.set_state(state)
+    assert not other.shares_frozen_trunk
+    assert "full forward pass of their own" in caplog.text
+    other.set_state(LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1}).get_state())
+    assert other.shares_frozen_trunk
+
+
+def test_a_bf16_reference_beside_fp32_master_weights_on_a_cpu_takes_its_own_pass(model_dir):
+    policy = LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1, "dtype": "bfloat16"})
+    assert autocast_dtype("cpu", policy.compute_dtype) is None
+    assert not policy.shares_frozen_trunk
+    with pytest.raises(ValueError, match="with_reference needs a module whose frozen trunk"):
+        policy.forward_train({WITH_REFERENCE: True, INPUT_IDS: torch.ones(1, 3, dtype=torch.long)})

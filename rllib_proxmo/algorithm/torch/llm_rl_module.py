@@ -21,7 +21,11 @@ Model config keys (``config.rl_module(model_config={...})``):
   layers, the final norm and the LM head stay frozen; None, the default, trains every
   weight). Backward passes then stop at layer N from the top: on the CPU default
   (SmolLM2-135M, 30 layers, top 4) a forward+backward costs about one forward pass
-  (``benchmarks/learner_throughput.py``). Not combinable with ``lora``.
+  (``benchmarks/learner_throughput.py``). Not combinable with ``lora``. The frozen
+  trunk below them is then shared with the reference: a training forward whose batch
+  sets ``with_reference`` also returns the reference's log-probs (``ref_logp``), from
+  the reference's top layers run on the hidden states the policy's trunk computed
+  (:meth:`LLMRLModule.shares_frozen_trunk`), instead of a second full forward pass.
 - ``temperature`` (default 1.0): the training sampling temperature, which the
   log-probs of this module use too (the env runner samples with ``self.temperature``).
 - ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``: the
@@ -58,8 +62,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Collection
-from typing import Any
+import logging
+from collections.abc import Collection, Iterator
+from typing import Any, NamedTuple
 
 import torch
 from ray.rllib.core.rl_module.torch import TorchRLModule
@@ -73,6 +78,12 @@ ATTENTION_MASK = "attention_mask"
 SCORED_TOKENS = "scored_tokens"
 TOKEN_LOGP = "token_logp"
 TOKEN_ENTROPY = "token_entropy"
+#: Per-token log-probs (B, K) under the frozen reference policy.
+REF_LOGP = "ref_logp"
+#: Batch key (bool): ``forward_train`` also returns :data:`REF_LOGP` from the shared frozen trunk.
+WITH_REFERENCE = "with_reference"
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _REFERENCE_PREFIX = "reference::"
@@ -135,6 +146,40 @@ def freeze_below_top_layers(model: torch.nn.Module, trainable_layers: int) -> No
         layer.requires_grad_(True)
 
 
+class TrunkOutput(NamedTuple):
+    """The input of the lowest trained decoder block, as the model's forward passed it.
+
+    Everything the blocks above need to continue the forward pass: the hidden states
+    (B, L, D) and the block's other keyword arguments (attention mask, position
+    embeddings, position ids), all computed by frozen weights.
+    """
+
+    hidden_states: torch.Tensor
+    block_kwargs: dict[str, Any]
+
+
+@contextlib.contextmanager
+def capture_block_input(block: torch.nn.Module) -> Iterator[list[TrunkOutput]]:
+    """Record the input of every call of ``block`` while the context is open (a forward pre-hook)."""
+    captured: list[TrunkOutput] = []
+
+    def hook(_: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if len(args) > 1 or (not args and "hidden_states" not in kwargs):
+            raise ValueError(
+                f"{type(block).__name__} is called with {len(args)} positional arguments: a shared trunk "
+                "needs decoder blocks called as block(hidden_states, **kwargs) (Llama/Qwen2 style)"
+            )
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append(TrunkOutput(hidden.detach(), kwargs))
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions 0, 1, ... counted over real tokens only (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -164,6 +209,8 @@ class LLMRLModule(TorchRLModule):
             model = get_peft_model(model, LoraConfig(**config["lora"]), autocast_adapter_dtype=training)
         elif trainable_layers is not None:
             freeze_below_top_layers(model, trainable_layers)
+        #: Index of the lowest trained decoder block (None: every weight trains, or LoRA).
+        self.first_trained_block = None if trainable_layers is None else len(decoder_layers(model)) - trainable_layers
         self.model = model
         #: Whether only part of the weights is trained (LoRA adapter or top layers):
         #: env runners then receive only those, the rest stays as loaded.
@@ -173,6 +220,8 @@ class LLMRLModule(TorchRLModule):
             reference = copy.deepcopy(model).to(self.compute_dtype).requires_grad_(False).eval()
         # Stored outside nn.Module's registry: not a parameter, not in DDP, not synced.
         object.__setattr__(self, "_reference", reference)
+        # Whether the reference's blocks below the trained ones are the policy's (checked on set_state).
+        self._trunk_is_reference = reference is not None and self.first_trained_block is not None
         self._source = config["model_name_or_path"]
         # Whether the frozen weights are still those loaded from the source, and their hash (lazy).
         self._frozen_is_source = True
@@ -187,18 +236,39 @@ class LLMRLModule(TorchRLModule):
             self._reference.to(*args, **kwargs)
         return self
 
+    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        autocast = autocast_dtype(device_type, self.compute_dtype)
+        return torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+
+    @staticmethod
+    def _scored_tokens(batch: dict[str, torch.Tensor]) -> int:
+        length = batch[INPUT_IDS].shape[1]
+        scored = int(batch.get(SCORED_TOKENS, length - 1))
+        if not 1 <= scored < length:
+            raise ValueError(f"scored_tokens must be in [1, {length - 1}], got {scored}")
+        return scored
+
+    def _scored_logp(
+        self, logits: torch.Tensor, batch: dict[str, torch.Tensor], scored: int, with_entropy: bool
+    ) -> dict[str, torch.Tensor]:
+        """Log-probs (and entropies) (B, K) of the last K tokens from the logits (B, K+1, V) before them."""
+        logits = logits[:, :-1].float()
+        if self.temperature > 0:
+            logits = logits / self.temperature
+        log_probs = torch.log_softmax(logits, dim=-1)
+        targets = batch[INPUT_IDS][:, -scored:]
+        out = {TOKEN_LOGP: log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)}
+        if with_entropy:
+            out[TOKEN_ENTROPY] = -(log_probs.exp() * log_probs).sum(-1)
+        return out
+
     def _token_logp_and_entropy(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], with_entropy: bool
     ) -> dict[str, torch.Tensor]:
         input_ids = batch[INPUT_IDS]
         mask = batch[ATTENTION_MASK]
-        scored = int(batch.get(SCORED_TOKENS, input_ids.shape[1] - 1))
-        if not 1 <= scored < input_ids.shape[1]:
-            raise ValueError(f"scored_tokens must be in [1, {input_ids.shape[1] - 1}], got {scored}")
-        autocast = autocast_dtype(input_ids.device.type, self.compute_dtype)
-        with (
-            torch.autocast(input_ids.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-        ):
+        scored = self._scored_tokens(batch)
+        with self._autocast(input_ids.device.type):
             output = model(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -206,24 +276,72 @@ class LLMRLModule(TorchRLModule):
                 use_cache=False,
                 logits_to_keep=scored + 1,
             )
-        logits = output.logits[:, :-1].float()
-        if self.temperature > 0:
-            logits = logits / self.temperature
-        log_probs = torch.log_softmax(logits, dim=-1)
-        targets = input_ids[:, -scored:]
-        out = {TOKEN_LOGP: log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)}
-        if with_entropy:
-            out[TOKEN_ENTROPY] = -(log_probs.exp() * log_probs).sum(-1)
-        return out
+        return self._scored_logp(output.logits, batch, scored, with_entropy)
+
+    def _top_logp(
+        self, model: torch.nn.Module, trunk: TrunkOutput, batch: dict[str, torch.Tensor], with_entropy: bool
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`_token_logp_and_entropy` of ``model`` continued from the trunk's output: its top blocks only."""
+        scored = self._scored_tokens(batch)
+        hidden = trunk.hidden_states
+        with self._autocast(hidden.device.type):
+            for block in decoder_layers(model)[self.first_trained_block :]:
+                output = block(hidden, **trunk.block_kwargs)
+                hidden = output[0] if isinstance(output, tuple) else output
+            logits = model.get_output_embeddings()(model.model.norm(hidden[:, -(scored + 1) :]))
+        return self._scored_logp(logits, batch, scored, with_entropy)
+
+    @property
+    def shares_frozen_trunk(self) -> bool:
+        """Whether the reference's log-probs can be computed from the policy's frozen trunk.
+
+        True for a learner module with ``trainable_layers`` whose blocks below the trained ones
+        are the reference's (the reference differs from the policy only in the trained top),
+        when the reference's blocks can take the trunk's hidden states: under autocast (CUDA),
+        or stored in the trunk's dtype (a bf16 reference beside fp32 master weights on a CPU
+        takes a full pass of its own).
+        """
+        if not self._trunk_is_reference:
+            return False
+        device_type = next(self.model.parameters()).device.type
+        return autocast_dtype(device_type, self.compute_dtype) is not None or self._reference.dtype == self.model.dtype
+
+    def forward_train_with_trunk(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], TrunkOutput]:
+        """:meth:`forward_train` that also returns the frozen trunk's output (for :meth:`forward_train_from_trunk`)."""
+        if self.first_trained_block is None:
+            raise ValueError("a trunk output needs model_config['trainable_layers']")
+        with capture_block_input(decoder_layers(self.model)[self.first_trained_block]) as captured:
+            out = self.forward_train(batch)
+        return out, captured[0]
+
+    def forward_train_from_trunk(self, trunk: TrunkOutput, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """:meth:`forward_train` of the same batch computed from its frozen trunk's output: the trained blocks only.
+
+        Exact while the frozen weights are unchanged, which they always are.
+        """
+        self.model.eval()
+        return self._top_logp(self.model, trunk, batch, with_entropy=True)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, torch.Tensor]:
         """Per-token log-probs (B, K) of the given token sequences under the policy."""
         return self._token_logp_and_entropy(self.model, batch, with_entropy=False)
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Per-token log-probs and entropies (B, K), with gradients; dropout stays off."""
+        """Per-token log-probs and entropies (B, K), with gradients; dropout stays off.
+
+        With ``batch["with_reference"]``, also the reference's log-probs (B, K) under
+        :data:`REF_LOGP`, from the shared frozen trunk (see :attr:`shares_frozen_trunk`).
+        """
         self.model.eval()
-        return self._token_logp_and_entropy(self.model, batch, with_entropy=True)
+        if not batch.get(WITH_REFERENCE):
+            return self._token_logp_and_entropy(self.model, batch, with_entropy=True)
+        if not self.shares_frozen_trunk:
+            raise ValueError("with_reference needs a module whose frozen trunk is the reference's")
+        with capture_block_input(decoder_layers(self.model)[self.first_trained_block]) as captured:
+            out = self._token_logp_and_entropy(self.model, batch, with_entropy=True)
+        with torch.no_grad():
+            out[REF_LOGP] = self._top_logp(self._reference, captured[0], batch, with_entropy=False)[TOKEN_LOGP]
+        return out
 
     @torch.no_grad()
     def reference_logp(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -332,6 +450,23 @@ class LLMRLModule(TorchRLModule):
             self._reference.load_state_dict(reference)
         if source_sha256 is not None:
             self._frozen_is_source = safetensors_io.tensors_sha256(self._frozen_state()) == source_sha256
+        if self._reference is not None and self.first_trained_block is not None:
+            self._check_shared_trunk()
+
+    def _check_shared_trunk(self) -> None:
+        """Share the frozen trunk with the reference only while its weights equal the reference's."""
+        reference = self._reference.state_dict()
+        shared = all(
+            torch.equal(param.to(reference[name].dtype), reference[name])
+            for name, param in self.model.named_parameters()
+            if not param.requires_grad
+        )
+        if self._trunk_is_reference and not shared:
+            logger.warning(
+                "the policy's frozen layers differ from the reference's (a state trained with other "
+                "trainable_layers?): the reference log-probs take a full forward pass of their own"
+            )
+        self._trunk_is_reference = shared
 
     def _check_source(self, source: dict[str, str]) -> None:
         sha256 = self.source_sha256() if self._frozen_is_source else None

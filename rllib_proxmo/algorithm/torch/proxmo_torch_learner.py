@@ -19,7 +19,10 @@ Old log-probs: with a single optimizer step in total the update is on-policy and
 sampler's per-token log-probs under ``old_logp_source="sampler"``; otherwise an
 extra no-grad forward pass computes them before the first step, on exactly the
 micro-batches of the first epoch. Reference log-probs come from the same pre-pass
-(skipped when ``kl_coeff`` is 0).
+(skipped when ``kl_coeff`` is 0), except for a module that trains only its top layers
+(``trainable_layers``): its training forward also returns them, from the reference's
+top layers run on the frozen trunk's hidden states (``LLMRLModule.shares_frozen_trunk``),
+which saves a full forward pass per token.
 
 Loss per response token, averaged over the response tokens of the mini-batch on all
 learners (token mean per mini-batch)::
@@ -72,13 +75,14 @@ from rllib_proxmo.algorithm.token_batch import ADVANTAGES, RESPONSE_MASK, SAMPLE
 from rllib_proxmo.algorithm.torch.llm_rl_module import (
     ATTENTION_MASK,
     INPUT_IDS,
+    REF_LOGP,
     SCORED_TOKENS,
     TOKEN_ENTROPY,
     TOKEN_LOGP,
+    WITH_REFERENCE,
 )
 
 OLD_LOGP = "old_logp"
-REF_LOGP = "ref_logp"
 LOSS_SCALE = "loss_scale"
 
 POLICY_LOSS = "policy_loss"
@@ -229,17 +233,19 @@ class ProxMOTorchLearner(TorchLearner):
                     f"{SAMPLER_LOGP!r} column (an engine that does not report them): use 'recompute'"
                 )
             tensors[OLD_LOGP] = tensors[SAMPLER_LOGP].float()
-        if not recompute and config.kl_coeff == 0:
+        # A module sharing its frozen trunk returns the reference log-probs from its training forward.
+        reference = config.kl_coeff > 0 and not policy.shares_frozen_trunk
+        if not recompute and not reference:
             return
         shape = tensors[INPUT_IDS].shape
-        if config.kl_coeff > 0:
+        if reference:
             tensors[REF_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
         if recompute:
             tensors[OLD_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
         with torch.no_grad():
             for rows in (rows for step in plan for rows in step):
                 mb = self._micro_batch(tensors, rows)
-                if config.kl_coeff > 0:
+                if reference:
                     self._scatter(tensors[REF_LOGP], rows, policy.reference_logp(mb))
                 if recompute:
                     old_logp = policy._forward(mb)[TOKEN_LOGP]
@@ -264,7 +270,8 @@ class ProxMOTorchLearner(TorchLearner):
         """This learner's share of a mini-batch's token-mean loss, for one micro-batch.
 
         ``batch[LOSS_SCALE]`` is world_size / N_s; ``OLD_LOGP`` and ``REF_LOGP`` are
-        optional (B, L') columns (absent: on-policy, resp. no KL term).
+        optional (B, L') columns (absent: on-policy, resp. no KL term); ``REF_LOGP`` may
+        come as (B, K) in ``fwd_out`` instead (a shared frozen trunk).
         """
         scored = batch[SCORED_TOKENS]
         mask = batch[RESPONSE_MASK][:, -scored:]
@@ -274,7 +281,12 @@ class ProxMOTorchLearner(TorchLearner):
         ratio = torch.exp(logp - old_logp)
         clipped = torch.clamp(ratio, 1.0 - config.clip_param, 1.0 + config.clip_param)
         policy_loss = -torch.minimum(ratio * advantages, clipped * advantages)
-        kl = k3_kl(logp, batch[REF_LOGP][:, -scored:]) if REF_LOGP in batch else torch.zeros_like(logp)
+        if REF_LOGP in fwd_out:
+            kl = k3_kl(logp, fwd_out[REF_LOGP])
+        elif REF_LOGP in batch:
+            kl = k3_kl(logp, batch[REF_LOGP][:, -scored:])
+        else:
+            kl = torch.zeros_like(logp)
         entropy = fwd_out[TOKEN_ENTROPY]
         per_token = policy_loss + config.kl_coeff * kl - config.entropy_coeff * entropy
         scale = batch[LOSS_SCALE]
@@ -313,6 +325,7 @@ class ProxMOTorchLearner(TorchLearner):
         self._pre_pass(policy, tensors, plan[0], config, on_policy)
         # Without a recomputing pre-pass, the gap is measured on the forwards before the first step.
         gap_in_training = on_policy or config.old_logp_source != "recompute"
+        shared_reference = config.kl_coeff > 0 and policy.shares_frozen_trunk
 
         optimizer = self.get_optimizer(module_id)
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -330,6 +343,7 @@ class ProxMOTorchLearner(TorchLearner):
                     no_sync = isinstance(module, TorchDDPRLModule) and index < len(weighted) - 1
                     mb = self._micro_batch(tensors, rows)
                     mb[LOSS_SCALE] = weight
+                    mb[WITH_REFERENCE] = shared_reference
                     with module.no_sync() if no_sync else contextlib.nullcontext():
                         fwd_out = module.forward_train(mb)
                         if gap_in_training and not self._weights_moved:
