@@ -96,6 +96,30 @@ def test_fine_tuning_makes_the_expert_answers_likely(model_dir):
     assert all(stats.num_turns == 18 for stats in history)
 
 
+def test_later_epochs_of_a_top_layer_policy_train_from_the_kept_trunk_exactly(model_dir, monkeypatch):
+    env = make_llm_env(TextGuessEnv(code_length=2), template="alfworld-compact", require_think=False)
+    trained, calls = {}, {}
+    for budget in (64, 0):
+        policy = LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1})
+        episodes = collect_demonstrations(
+            env, policy.tokenizer, num_episodes=6, task_ids=list(range(6)), detour_prob=0.0, seed=0
+        )
+        calls[budget] = 0
+
+        def count(*_, budget=budget):
+            calls[budget] += 1
+
+        policy.model.register_forward_pre_hook(count)
+        history = fine_tune(policy, episodes, FineTuneSettings(lr=3e-3, epochs=3, batch_size=4, trunk_cache_mb=budget))
+        trained[budget] = ([s.loss for s in history], {k: v.clone() for k, v in policy.model.state_dict().items()})
+    assert calls == {64: 3, 0: 9}  # 12 turns in 3 batches: full forwards in the first epoch only
+    np.testing.assert_allclose(trained[64][0], trained[0][0], rtol=1e-5)
+    for name, value in trained[0][1].items():
+        torch.testing.assert_close(trained[64][1][name], value, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="trunk_cache_mb must be an int >= 0"):
+        FineTuneSettings(trunk_cache_mb=-1)
+
+
 def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_path):
     config = (
         ProxMOConfig()
