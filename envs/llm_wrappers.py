@@ -28,7 +28,7 @@ the think block closing before the action block opens, and a non-empty
 command between the action tags. Tags match in any ASCII case; text around
 the blocks is ignored. Several action blocks are malformed rather than
 resolved by picking one. ``require_think=False`` drops the think-block rule.
-With a template that numbers the actions (``"alfworld-compact"``), a command that is
+With a template that numbers the actions (``"alfworld-numbered"``), a command that is
 a number ``N`` between 1 and the number of listed actions stands for the N-th listed
 action; the command text stays accepted as well.
 Unlike the release, outputs are not rejected for containing Chinese

@@ -26,12 +26,13 @@ it is used at every step.
 
 :data:`ALFWORLD_COMPACT` (``"alfworld-compact"``) is the CPU default's prompt, not
 the paper's: the task, the remembered steps, the observation and the admissible
-actions as a numbered list, one per line, answered by ``<action>N</action>`` (the
-number of the action; the command itself is accepted too, see
-:class:`envs.llm_wrappers.ActionParsingWrapper`), without a think block. It is about
-half as long as Figure 6 and its answer is 4 to 6 tokens, which a 135M model learns
-to produce from a few minutes of supervised warm-up on a CPU
-(``benchmarks/results/cpu_prompt.md``).
+actions one per line, answered by ``<action>command</action>`` without a think
+block. :data:`ALFWORLD_NUMBERED` (``"alfworld-numbered"``) numbers the lines and asks
+for ``<action>N</action>`` (the command itself is accepted too, see
+:class:`envs.llm_wrappers.ActionParsingWrapper`). Measured side by side on SmolLM2-135M
+(``benchmarks/results/cpu_prompt.md``): after the same warm start the model copies a
+listed command far more reliably than it names the right number, so the compact
+prompt answers with the command.
 """
 
 from __future__ import annotations
@@ -89,12 +90,20 @@ def listed_actions(actions: Iterable[str], hidden: frozenset[str] = frozenset())
     return [action for action in actions if action not in hidden]
 
 
-def format_actions(actions: Iterable[str], hidden: frozenset[str] = frozenset(), *, numbered: bool = False) -> str:
-    """Render the listed commands as ``'a', 'b', ...`` or, ``numbered``, as lines ``1: a``, ``2: b``, ..."""
+#: How a template renders its action list: ``'a', 'b'``; one per line; lines ``1: a``, ``2: b``.
+ACTION_LISTS = ("quoted", "lines", "numbered")
+
+
+def format_actions(actions: Iterable[str], hidden: frozenset[str] = frozenset(), *, style: str = "quoted") -> str:
+    """Render the listed commands in the :data:`ACTION_LISTS` ``style``."""
     listed = listed_actions(actions, hidden)
-    if numbered:
+    if style == "numbered":
         return "\n".join(f"{number}: {action}" for number, action in enumerate(listed, start=1))
-    return ", ".join(f"'{action}'" for action in listed)
+    if style == "lines":
+        return "\n".join(listed)
+    if style == "quoted":
+        return ", ".join(f"'{action}'" for action in listed)
+    raise ValueError(f"action list style must be one of {ACTION_LISTS}, got {style!r}")
 
 
 def template_slots(format_string: str) -> set[str]:
@@ -128,16 +137,23 @@ class PromptTemplate:
         first_step: Format string used while the history is empty.
         with_history: Format string used once at least one step is remembered.
         hidden_actions: Commands left out of the rendered action list.
-        numbered_actions: List the actions as numbered lines; an answer may then be
-            the number of an action (:func:`listed_actions` gives the numbering).
+        action_list: How the actions are rendered (:data:`ACTION_LISTS`); with ``"numbered"``
+            an answer may be the number of an action (:func:`listed_actions` gives the numbering).
     """
 
     first_step: str
     with_history: str
     hidden_actions: frozenset[str] = frozenset()
-    numbered_actions: bool = False
+    action_list: str = "quoted"
+
+    @property
+    def numbered_actions(self) -> bool:
+        """Whether an answer may name an action by its number."""
+        return self.action_list == "numbered"
 
     def __post_init__(self) -> None:
+        if self.action_list not in ACTION_LISTS:
+            raise ValueError(f"action_list must be one of {ACTION_LISTS}, got {self.action_list!r}")
         for format_string in (self.first_step, self.with_history):
             template_slots(format_string)
             # A dry run catches bad format specs such as "{step_count:q}".
@@ -174,7 +190,7 @@ class PromptTemplate:
             the trailing full stop of ``task`` and ``observation``; braces in
             them are not interpreted.
         """
-        actions = format_actions(admissible_actions, self.hidden_actions, numbered=self.numbered_actions)
+        actions = format_actions(admissible_actions, self.hidden_actions, style=self.action_list)
         format_string = self.with_history if history else self.first_step
         return format_string.format(
             task_description=_drop_full_stop(task),
@@ -256,25 +272,30 @@ WEBSHOP = PromptTemplate(
 )
 
 _COMPACT_OPENING = "Task: {task_description}.\n"
-_COMPACT_CLOSING = (
-    "Observation: {current_observation}.\n"
-    "Actions:\n{admissible_actions}\n"
-    "Answer with the number of the best action as <action>number</action>."
-)
+_COMPACT_OBSERVATION = "Observation: {current_observation}.\nActions:\n{admissible_actions}\n"
+
+
+def _compact(answer: str, action_list: str) -> PromptTemplate:
+    closing = _COMPACT_OBSERVATION + answer
+    return PromptTemplate(
+        first_step=_COMPACT_OPENING + closing,
+        with_history=_COMPACT_OPENING + "Previous steps:\n{action_history}\n" + closing,
+        hidden_actions=frozenset({"help"}),
+        action_list=action_list,
+    )
+
 
 #: The CPU default's prompt (see the module docstring); not the paper's.
-ALFWORLD_COMPACT = PromptTemplate(
-    first_step=_COMPACT_OPENING + _COMPACT_CLOSING,
-    with_history=_COMPACT_OPENING + "Previous steps:\n{action_history}\n" + _COMPACT_CLOSING,
-    hidden_actions=frozenset({"help"}),
-    numbered_actions=True,
-)
+ALFWORLD_COMPACT = _compact("Answer with the best action as <action>action</action>.", "lines")
+#: The compact prompt with numbered actions, answered by number (measured against it).
+ALFWORLD_NUMBERED = _compact("Answer with the number of the best action as <action>number</action>.", "numbered")
 
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
 TEMPLATES: dict[str, PromptTemplate] = {
     "alfworld": ALFWORLD,
     "webshop": WEBSHOP,
     "alfworld-compact": ALFWORLD_COMPACT,
+    "alfworld-numbered": ALFWORLD_NUMBERED,
 }
 
 

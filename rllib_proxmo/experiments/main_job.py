@@ -2,10 +2,10 @@
 
 Defaults fit a 2-core CPU in about 20 minutes: SmolLM2-135M-Instruct (embedded
 weights, top 4 of 30 layers trained) on 12 generated ALFWorld games with the compact
-numbered-action prompt (``envs.prompts.ALFWORLD_COMPACT``). First a supervised warm
+prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line, answered with the command). First a supervised warm
 start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.sft`; 0 skips it), then
 the starting policy plays the unseen split greedily, then RL: 2 tasks x 4 rollouts per
-iteration, 8 turns of at most 12 new tokens; training stops once the next iteration
+iteration, 8 turns of at most 24 new tokens; training stops once the next iteration
 would overrun ``--time-budget-min`` (estimated from the mean iteration time so far) or
 after ``--stop-iters``. Then the policy plays the unseen split greedily again, and the
 job writes to ``--output`` (default ``results/<run-name>``):

@@ -672,8 +672,21 @@ def test_text_guess_rejects_bad_settings() -> None:
         TextGuessEnv().reset(options={"task_id": 27})
 
 
-def test_the_compact_template_numbers_the_listed_actions_and_accepts_a_number_or_the_command():
+def test_the_compact_template_lists_one_action_per_line_and_takes_the_command():
     env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-compact", require_think=False)
+    prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue
+    assert "Actions:\nlook\npress red\npress green\npress blue\n" in prompt
+    assert prompt.endswith("as <action>action</action>.") and "<think>" not in prompt
+    prompt, _, _, _, info = env.step("<action>press green</action>")
+    assert info["action_admissible"] and "Action 1: 'press green']" in prompt
+    _, _, _, _, info = env.step("<action>3</action>")  # numbers name nothing here
+    assert info["format_valid"] and not info["action_admissible"]
+    with pytest.raises(ValueError, match="action_list must be one of"):
+        PromptTemplate(first_step="{admissible_actions}", with_history="{admissible_actions}", action_list="table")
+
+
+def test_the_numbered_template_numbers_the_listed_actions_and_accepts_a_number_or_the_command():
+    env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-numbered", require_think=False)
     prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue
     # "help" is hidden, so the listed actions are look, press red, press green, press blue.
     assert "Actions:\n1: look\n2: press red\n3: press green\n4: press blue\n" in prompt
@@ -696,7 +709,7 @@ def test_numbers_name_nothing_under_a_template_that_does_not_number():
     assert info["format_valid"] and not info["action_admissible"]
 
 
-@pytest.mark.parametrize("template", ["alfworld", "alfworld-compact"])
+@pytest.mark.parametrize("template", ["alfworld", "alfworld-compact", "alfworld-numbered"])
 @pytest.mark.parametrize("require_think", [True, False])
 def test_format_response_writes_what_the_parser_reads_back(template, require_think):
     prompt_template = resolve_template(template)

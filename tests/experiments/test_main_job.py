@@ -48,7 +48,7 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args = parse_args([])
     assert (args.env, args.model, args.estimator) == ("ALFWorld-v0", "smollm2-135m-instruct", "proxmo")
-    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (2, 4, 8, 12)
+    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (2, 4, 8, 24)
     assert (args.sft_episodes, args.trainable_layers, args.lr) == (CPU.warm_up_episodes, 4, CPU.lr)
     config = build_config(args)
     assert config.llm_env_config == {"template": "alfworld-compact", "history_length": 1, "require_think": False}
@@ -92,7 +92,7 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
     alfworld = build_config(parse_args(["--num-games", "6", "--env-config", '{"max_steps": 20}']))
     assert alfworld.env_config == {"data_source": "generated", "num_games": 6, "max_steps": 20}
     assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
-    assert alfworld.model_config["max_new_tokens"] == 12 and alfworld.model_config["dtype"] == "float32"
+    assert alfworld.model_config["max_new_tokens"] == 24 and alfworld.model_config["dtype"] == "float32"
     assert alfworld.num_gpus_per_learner == 0 and alfworld.tasks_per_iteration == 2 and alfworld.group_size == 4
     assert alfworld.llm_env_config == CPU.llm_env_config("ALFWorld-v0")
     webshop = build_config(

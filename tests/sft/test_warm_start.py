@@ -41,7 +41,7 @@ class _NoExpert(gym.Wrapper):
 
 def test_demonstrations_are_the_expert_answers_tokenised_as_the_sampler_would(model_dir):
     tokenizer = _policy(model_dir).tokenizer
-    env = make_llm_env(TextGuessEnv(code_length=3), template="alfworld-compact", require_think=False)
+    env = make_llm_env(TextGuessEnv(code_length=3), template="alfworld-numbered", require_think=False)
     episodes = collect_demonstrations(env, tokenizer, num_episodes=4, task_ids=[5, 7], detour_prob=0.0, seed=0)
     assert [e.task_id for e in episodes] == ["5", "7", "5", "7"] and all(e.won for e in episodes)
     first = episodes[0]
