@@ -38,6 +38,7 @@ class Scale:
             at the end and when interrupted).
         evaluation_num_tasks: Held-out tasks per evaluation (one rollout each).
         num_games: Generated ALFWorld games per split (None: ALFWorld's own data).
+        task_types: ALFWorld task types to play (None: all six).
         max_prompt_tokens: Prompt token limit per env id (the env runner's
             ``max_prompt_tokens``: older history turns are dropped to fit); an env
             not listed has none. See :meth:`prompt_limit`.
@@ -65,6 +66,7 @@ class Scale:
     checkpoint_every: int
     evaluation_num_tasks: int
     num_games: int | None
+    task_types: tuple[str, ...] | None
     max_prompt_tokens: Mapping[str, int]
     lr: float
     trainable_layers: int | None
@@ -113,6 +115,7 @@ PAPER = Scale(
     checkpoint_every=10,
     evaluation_num_tasks=128,
     num_games=None,
+    task_types=None,
     # The release's prompt limits.
     max_prompt_tokens={ALFWORLD: 2048, WEBSHOP: 4096},
     lr=1e-6,
@@ -139,13 +142,15 @@ CPU = Scale(
     checkpoint_every=2,
     evaluation_num_tasks=12,
     num_games=12,
+    # The two task types whose expert solution fits in 8 turns (docs/design.md, CPU default).
+    task_types=("pick", "look"),
     max_prompt_tokens={},
     # Chosen by measurement on 2 cores (docs/design.md, benchmarks/results/cpu_default.md).
     lr=1e-5,
     trainable_layers=4,
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
-    warm_up_episodes=12,
+    warm_up_episodes=24,
     warm_up_epochs=3,
     warm_up_lr=5e-4,
 )
@@ -162,7 +167,8 @@ def env_configs(env: str, scale: Scale, overrides: dict[str, Any] | None = None)
     """Env configs of the training and the evaluation split of ``env`` at ``scale``.
 
     ALFWorld: ALFWorld's data with the release's 50-step limit at paper scale, else
-    ``scale.num_games`` generated games; trains on "train", evaluates on "unseen".
+    ``scale.num_games`` generated games of ``scale.task_types``; trains on "train",
+    evaluates on "unseen".
     WebShop: the original catalogue with the release's binary reward
     (``reward="success"``: 1 for a perfect purchase, else 0) at paper scale, else a
     generated one of 200 products paying the fractional score (a small CPU model
@@ -178,6 +184,8 @@ def env_configs(env: str, scale: Scale, overrides: dict[str, Any] | None = None)
             if scale.num_games is None
             else {"data_source": "generated", "num_games": scale.num_games}
         )
+        if scale.task_types is not None:
+            base["task_types"] = list(scale.task_types)
     elif env == WEBSHOP:
         base = {"max_steps": 15}
         base.update(
