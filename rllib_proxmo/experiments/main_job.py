@@ -117,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--time-budget-min",
         type=positive_float,
-        default=9.0,
+        default=12.0,
         help="stop RL training before the next iteration would overrun this many minutes, the warm start and "
-        "the evaluations not counted (default 9: about 20 minutes in all on 2 cores)",
+        "the evaluations not counted (default 12: under 20 minutes in all on 2 cores)",
     )
     run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
     run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
