@@ -6,6 +6,8 @@ completes and the job then saves a checkpoint, marks its MLflow run KILLED and e
 128 + the signal number. A signal outside the training loop (start-up, a hung ``--address``,
 the final evaluation), or a second one, raises :class:`Interrupted` at once: the iteration in
 progress is abandoned, the newest checkpoint already saved is what ``--resume`` continues from.
+During the clean-up (:meth:`StopOnSignal.deferred`: stopping the algorithm and Ray) a signal
+waits until the clean-up is done.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class StopOnSignal:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._finishing = False
+        self._deferring = False
+        self._deferred: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
@@ -65,9 +69,30 @@ class StopOnSignal:
         finally:
             self._finishing = False
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """While inside, a signal is held: it raises :class:`Interrupted` at the end, unless the block raised.
+
+        For the clean-up: a ``ray.shutdown()`` interrupted between shutting the driver's core
+        worker down and dropping it leaves it referenced; the exiting interpreter then frees
+        the object references held by the traceback's frames, and Ray ends the process with
+        status 1 instead of 128 + the signal number.
+        """
+        self._deferring, self._deferred = True, None
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._deferred is not None:
+            raise Interrupted(self._deferred)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.signal is None
         self.signal = signum
+        if self._deferring:
+            self._deferred = signum
+            print(f"\n{signal.Signals(signum).name}: stopping once the algorithm and Ray are shut down", flush=True)
+            return
         if not (first and self._finishing):
             raise Interrupted(signum)
         print(

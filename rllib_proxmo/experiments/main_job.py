@@ -72,6 +72,7 @@ from rllib_proxmo.experiments.cli import (
     positive_float,
     positive_int,
 )
+from rllib_proxmo.experiments.interrupt import Interrupted, StopOnSignal
 from rllib_proxmo.experiments.preflight import validate_args
 from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_configs
@@ -441,10 +442,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     ``start_evaluation`` (metrics after RL and of the policy RL started from),
     ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked, or when tracking stopped mid-run).
     """
-    import ray
-
     from rllib_proxmo.experiments.checkpoints import FINAL_DIR, read_job_state, save_atomically
-    from rllib_proxmo.experiments.interrupt import StopOnSignal
     from rllib_proxmo.experiments.tracking import flatten_metrics, write_run_files
 
     job_start = time.perf_counter()
@@ -476,38 +474,33 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
             )
             stop.install()
+            algo = None
             try:
                 algo = _build_or_restore(config, args.resume_from)
                 print(f"ready after {time.perf_counter() - job_start:.1f} s", flush=True)
-                try:
-                    if tracker is None:
-                        tracker = _start_tracker(args, config, run_id=saved["mlflow_run_id"] if saved else None)
-                    split = split_configs(args)[1].get("split", "training")
-                    if progress.start_evaluation is None:
-                        print(
-                            f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...",
-                            flush=True,
-                        )
-                        progress.start_evaluation = algo.evaluate()["env_runners"]
-                        print(_evaluation_line(start_label, progress.start_evaluation), flush=True)
-                        if tracker is not None:
-                            start_metrics = {"evaluation_start": {"env_runners": progress.start_evaluation}}
-                            tracker.log_metrics(flatten_metrics(start_metrics), 0)
-                    start_evaluation = progress.start_evaluation
-                    _train_loop(args, algo, tracker, progress, stop)
-                    if stop.signal is not None:
-                        raise SystemExit(stop.exit_code)
-                    history = progress.history
+                if tracker is None:
+                    tracker = _start_tracker(args, config, run_id=saved["mlflow_run_id"] if saved else None)
+                split = split_configs(args)[1].get("split", "training")
+                if progress.start_evaluation is None:
                     print(
-                        f"evaluating greedily on the same {args.eval_tasks} tasks of the {split} split ...", flush=True
+                        f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...",
+                        flush=True,
                     )
-                    evaluation = algo.evaluate()["env_runners"]
-                    checkpoint = save_atomically(algo, output / FINAL_DIR, _checkpoint_bytes(algo, output))
-                finally:
-                    algo.stop()
+                    progress.start_evaluation = algo.evaluate()["env_runners"]
+                    print(_evaluation_line(start_label, progress.start_evaluation), flush=True)
+                    if tracker is not None:
+                        start_metrics = {"evaluation_start": {"env_runners": progress.start_evaluation}}
+                        tracker.log_metrics(flatten_metrics(start_metrics), 0)
+                start_evaluation = progress.start_evaluation
+                _train_loop(args, algo, tracker, progress, stop)
+                if stop.signal is not None:
+                    raise SystemExit(stop.exit_code)
+                history = progress.history
+                print(f"evaluating greedily on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
+                evaluation = algo.evaluate()["env_runners"]
+                checkpoint = save_atomically(algo, output / FINAL_DIR, _checkpoint_bytes(algo, output))
             finally:
-                if owns_ray:
-                    ray.shutdown()
+                shut_down(stop, algo, owns_ray)
         title = f"{args.estimator} on {args.env} ({args.model})"
         plot, csv_path, md_path = write_run_files(
             output,
@@ -560,6 +553,23 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def shut_down(stop: StopOnSignal, algo: Any | None, owns_ray: bool) -> None:
+    """Stop ``algo`` (when it was built), then Ray (when this job started it) even if that failed.
+
+    Signals wait until both are done (:meth:`StopOnSignal.deferred`): a second Ctrl-C that cut
+    ``ray.shutdown()`` short made the job exit with status 1.
+    """
+    import ray
+
+    with stop.deferred():
+        try:
+            if algo is not None:
+                algo.stop()
+        finally:
+            if owns_ray:
+                ray.shutdown()
+
+
 def _build_or_restore(config: Any, checkpoint: Path | None) -> Any:
     """A new algorithm for ``config``, or the one saved in ``checkpoint``."""
     if checkpoint is None:
@@ -571,11 +581,10 @@ def _build_or_restore(config: Any, checkpoint: Path | None) -> Any:
     return Algorithm.from_checkpoint(str(checkpoint))
 
 
-def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: JobProgress, stop: Any) -> None:
+def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: JobProgress, stop: StopOnSignal) -> None:
     """Train until ``--stop-iters``, the time budget or a signal; print progress, log results, save checkpoints.
 
-    A signal (``stop``, :class:`~rllib_proxmo.experiments.interrupt.StopOnSignal`) ends the loop
-    after the running iteration, with a checkpoint of it.
+    A signal (``stop``, :class:`StopOnSignal`) ends the loop after the running iteration, with a checkpoint of it.
     """
     budget_s = 60 * args.time_budget_min
     history = progress.history
@@ -600,8 +609,6 @@ def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: Job
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from rllib_proxmo.experiments.interrupt import Interrupted
-
     # Arguments first: something in the ALFWorld stack rewrites sys.argv (docs/design.md §5).
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Before Ray, MLflow or the model start: a bad flag fails in about a second (exit status 2).

@@ -10,21 +10,29 @@ is refused in about a second:
   field at a time (then together);
 - ``--env``: a registered Gymnasium id, or ``module:Id`` whose module imports and
   registers ``Id``; ``--env-config``: keys the env's constructor takes (checked against
-  its signature, nothing is built); ``--llm-env-config``: the wrappers' settings;
+  its signature, read from the entry point's source when it tells, so that ALFWorld's
+  TextWorld is not imported; nothing is built); ``--llm-env-config``: the wrappers' settings;
 - ``--model``: :func:`~rllib_proxmo.algorithm.torch.model_loading.check_model_available`
   (an uncached hub id on an offline machine fails at once);
 - GPUs asked for on a machine that has none (unless a cluster ``--address`` is given);
-- ``--address`` / ``$RAY_ADDRESS``: something must answer at the address within
-  :data:`ADDRESS_PROBE_TIMEOUT_S` (``auto``: a cluster started on this machine).
+- ``--address`` / ``$RAY_ADDRESS``: a gRPC server must answer at the address within
+  :data:`ADDRESS_PROBE_TIMEOUT_S` (``auto``: a cluster started on this machine) and, unless it
+  is a ``ray://`` address, answer a Ray GCS request within :data:`GCS_PROBE_TIMEOUT_S` (made by
+  a child process, which imports Ray so that this one does not): a proxy may answer HTTP/2 for
+  any outside address.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import inspect
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -32,8 +40,10 @@ from typing import Any
 
 from rllib_proxmo.advantages import ESTIMATORS, AdvantageConfig
 
-#: Seconds to wait for the Ray cluster of ``--address`` before refusing it.
+#: Seconds to wait for a gRPC server at ``--address`` before refusing it.
 ADDRESS_PROBE_TIMEOUT_S = 2.0
+#: Seconds the child process of :func:`gcs_problem` may take (it imports Ray's core, about 0.5 s idle).
+GCS_PROBE_TIMEOUT_S = 5.0
 #: Where a Ray started with ``ray start`` on this machine writes its address (read by ``--address auto``).
 RAY_CURRENT_CLUSTER_FILE = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
 
@@ -53,6 +63,45 @@ def check_advantage_settings(settings: Mapping[str, Any]) -> None:
         AdvantageConfig(**settings)
     except ValueError as error:
         raise ValueError(f"credit-assignment flags: {error}") from None
+
+
+def _parameters(arguments: ast.arguments) -> list[inspect.Parameter]:
+    """The parameters (names and kinds, no defaults) of a ``def``'s ``arguments``."""
+    kind = inspect.Parameter
+    parameters = [kind(a.arg, kind.POSITIONAL_ONLY) for a in arguments.posonlyargs]
+    parameters += [kind(a.arg, kind.POSITIONAL_OR_KEYWORD) for a in arguments.args]
+    if arguments.vararg is not None:
+        parameters.append(kind(arguments.vararg.arg, kind.VAR_POSITIONAL))
+    parameters += [kind(a.arg, kind.KEYWORD_ONLY) for a in arguments.kwonlyargs]
+    if arguments.kwarg is not None:
+        parameters.append(kind(arguments.kwarg.arg, kind.VAR_KEYWORD))
+    return parameters
+
+
+def source_signature(entry_point: str) -> inspect.Signature | None:
+    """The signature of the ``module:Name`` entry point read from the module's source, which is not run.
+
+    Only the module's parent packages are imported (to find the file). None where the
+    source does not tell: no Python source, ``Name`` not a plain top-level ``class`` or
+    ``def`` (decorated, assigned or imported), or a class without its own ``__init__`` or
+    with a ``__new__`` or a metaclass. For a class, ``self`` is left out, as
+    :func:`inspect.signature` of a class does.
+    """
+    module_name, _, name = entry_point.partition(":")
+    module = importlib.util.find_spec(module_name)
+    if module is None or module.origin is None or not module.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(module.origin).read_text(encoding="utf-8"))
+    definitions = [n for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef) and n.name == name]
+    if not definitions or definitions[-1].decorator_list:
+        return None
+    definition = definitions[-1]
+    if isinstance(definition, ast.FunctionDef):
+        return inspect.Signature(_parameters(definition.args))
+    methods = {n.name: n for n in definition.body if isinstance(n, ast.FunctionDef)}
+    if "__init__" not in methods or "__new__" in methods or definition.keywords:
+        return None
+    return inspect.Signature(_parameters(methods["__init__"].args)[1:])
 
 
 def check_env(env: str, env_configs: Iterable[Mapping[str, Any]]) -> None:
@@ -76,8 +125,11 @@ def check_env(env: str, env_configs: Iterable[Mapping[str, Any]]) -> None:
             f"--env {env!r} is not a registered Gymnasium id ({error}); this project registers "
             f"{', '.join(envs._REGISTRATIONS)}, or give module:Id for an env your module registers"
         ) from None
-    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
-    parameters = inspect.signature(creator).parameters
+    signature = source_signature(spec.entry_point) if isinstance(spec.entry_point, str) else None
+    if signature is None:
+        creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+        signature = inspect.signature(creator)
+    parameters = signature.parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     accepted = [name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
@@ -147,8 +199,43 @@ def grpc_server_problem(host: str, port: int, timeout_s: float) -> str | None:
     return None
 
 
+#: What the child process of :func:`gcs_problem` runs: a Ray GCS client fetches the cluster id of ``argv[1]``.
+_GCS_PROBE = """
+import sys
+from ray._raylet import GcsClient
+try:
+    GcsClient(address=sys.argv[1])
+except Exception as error:
+    sys.exit(f"{type(error).__name__}: {error}")
+"""
+
+
+def gcs_problem(address: str, timeout_s: float) -> str | None:
+    """Why no Ray GCS that a driver can join answers at ``address`` (``host:port``), or None.
+
+    Asks for the cluster id, the first request of ``ray.init(address=...)``, with the
+    environment this process has (so with its ``RAY_AUTH_MODE`` and token). The request
+    runs in a child process that is killed after ``timeout_s``: Ray's client retries a
+    silent address for tens of seconds and cannot be cancelled in-process.
+    """
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _GCS_PROBE, address],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return f"no reply within {timeout_s:g} s"
+    if probe.returncode == 0:
+        return None
+    lines = probe.stderr.strip().splitlines()
+    return lines[-1] if lines else f"the probe exited with status {probe.returncode}"
+
+
 def check_address(flag: str, address: str | None) -> None:
-    """Something answers at the Ray ``address`` (``auto``: the cluster ``ray start`` left on this machine)."""
+    """A Ray cluster answers at ``address`` (``auto``: the cluster ``ray start`` left on this machine)."""
     if not address or address == "local":
         return
     if address == "auto":
@@ -169,6 +256,15 @@ def check_address(flag: str, address: str | None) -> None:
         raise ValueError(
             f"{flag} {address}: no Ray cluster answers at {host}:{port} within {ADDRESS_PROBE_TIMEOUT_S:g} s "
             f"({problem}); is the cluster up (`ray start --head`) and the port open?"
+        )
+    if target.startswith("ray://"):
+        return  # A Ray Client server, which answers no GCS request; the gRPC check above is all.
+    problem = gcs_problem(f"{host}:{port}", GCS_PROBE_TIMEOUT_S)
+    if problem is not None:
+        raise ValueError(
+            f"{flag} {address}: {host}:{port} answers, but not as a Ray GCS this job can join (asked it for the "
+            f"cluster id: {problem}); give the head's GCS address (`ray start --head` prints it) and, for a "
+            "cluster with token authentication, RAY_AUTH_MODE=token and its token"
         )
 
 

@@ -407,8 +407,10 @@ def test_a_second_sigint_abandons_the_iteration_and_keeps_the_last_checkpoint(ti
     time.sleep(0.2)
     job.send_signal(signal.SIGINT)
     printed = job.communicate(timeout=300)[0]
-    # 130 when run alone; after the SIGTERM test in one session it has exited with 1 (not understood yet).
-    assert job.returncode != 0 and "stopped by SIGINT" in printed, printed
+    # The first SIGINT may also come before the loop starts iteration 2: the job then stops there and the
+    # second one lands in the clean-up, where it used to cut ray.shutdown() short and the job exited with 1
+    # (test_interrupt.py has that case). Either way the job exits with 130 and keeps checkpoint 1.
+    assert job.returncode == 128 + signal.SIGINT and f"resume with --resume {output}" in printed, printed
     assert latest_checkpoint(output) == periodic_checkpoint_dir(output, 1), printed
     assert not any(p.name.startswith(".") for p in (output / "checkpoints").iterdir())
     assert _only_run(uri)[1].info.status == "KILLED"
