@@ -90,7 +90,12 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
 
 def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
     alfworld = build_config(parse_args(["--num-games", "6", "--env-config", '{"max_steps": 20}']))
-    assert alfworld.env_config == {"data_source": "generated", "num_games": 6, "max_steps": 20}
+    assert alfworld.env_config == {
+        "data_source": "generated",
+        "num_games": 6,
+        "task_types": ["pick", "look"],
+        "max_steps": 20,
+    }
     assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
     assert alfworld.model_config["max_new_tokens"] == 24 and alfworld.model_config["dtype"] == "float32"
     assert alfworld.num_gpus_per_learner == 0 and alfworld.tasks_per_iteration == 2 and alfworld.group_size == 4
