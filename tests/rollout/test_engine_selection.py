@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import GPT2Config
 
-from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 from rllib_proxmo.experiments import main_job, tune_cli
 from rllib_proxmo.experiments.tune_runner import build_config as tune_build_config
 from rllib_proxmo.rollout.engine_choice import ENGINES, check_engine
@@ -18,24 +17,15 @@ from rllib_proxmo.rollout.engines import HFEngine
 from rllib_proxmo.rollout.engines.vllm_engine import build_problems, local_model_dir
 from rllib_proxmo.rollout.env_runner import GroupedEnvRunner, SamplerSettings
 from rllib_proxmo.testing import build_tiny_chat_model
+from tests.rollout.test_env_runner import _config
 from tests.text_env import DEFAULT_BUTTONS
 
-ENV_ID = "tests.text_env:TextGuess-v0"
 VLLM_MISSING = "vllm is not installed (pip install 'rllib-proxmo[vllm]', vLLM 0.33.0)"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return str(build_tiny_chat_model(tmp_path_factory.mktemp("tiny"), ["press", *DEFAULT_BUTTONS]))
-
-
-def _config(model_dir: str, **model_config) -> ProxMOConfig:
-    return (
-        ProxMOConfig()
-        .environment(ENV_ID, env_config={"code_length": 1})
-        .rl_module(model_config={"model_name_or_path": model_dir, "max_new_tokens": 4, **model_config})
-        .training(group_size=2, tasks_per_iteration=1, llm_env_config={"require_think": False})
-    )
 
 
 def test_the_engine_setting_takes_hf_or_vllm_only():

@@ -310,8 +310,13 @@ class LLMRLModule(TorchRLModule):
         """:meth:`forward_train` that also returns the frozen trunk's output (for :meth:`forward_train_from_trunk`)."""
         if self.first_trained_block is None:
             raise ValueError("a trunk output needs model_config['trainable_layers']")
+        self.model.eval()
+        return self._policy_forward_with_trunk(batch)
+
+    def _policy_forward_with_trunk(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], TrunkOutput]:
+        """The policy's log-probs and entropies (B, K), and the input its lowest trained block received."""
         with capture_block_input(decoder_layers(self.model)[self.first_trained_block]) as captured:
-            out = self.forward_train(batch)
+            out = self._token_logp_and_entropy(self.model, batch, with_entropy=True)
         return out, captured[0]
 
     def forward_train_from_trunk(self, trunk: TrunkOutput, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -337,10 +342,9 @@ class LLMRLModule(TorchRLModule):
             return self._token_logp_and_entropy(self.model, batch, with_entropy=True)
         if not self.shares_frozen_trunk:
             raise ValueError("with_reference needs a module whose frozen trunk is the reference's")
-        with capture_block_input(decoder_layers(self.model)[self.first_trained_block]) as captured:
-            out = self._token_logp_and_entropy(self.model, batch, with_entropy=True)
+        out, trunk = self._policy_forward_with_trunk(batch)
         with torch.no_grad():
-            out[REF_LOGP] = self._top_logp(self._reference, captured[0], batch, with_entropy=False)[TOKEN_LOGP]
+            out[REF_LOGP] = self._top_logp(self._reference, trunk, batch, with_entropy=False)[TOKEN_LOGP]
         return out
 
     @torch.no_grad()
