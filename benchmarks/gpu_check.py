@@ -25,6 +25,10 @@ Checks (in order):
 - ``sampler_gap``: 16 prompts x 32 sampled tokens on the GPU in fp32 and bf16 (runner
   weights shipped from a learner module): max / mean |learner logp - sampler logp|,
   new tokens/s, cut rate; fails when the fp32 gap exceeds 1e-3.
+- ``sampler_trunk``: ``trainable_layers=1``, an HF engine on the GPU keeping its trunk
+  output, the learner module on the GPU scoring the samples from it (the trained block
+  only), fp32 and bf16: max / mean |learner logp - sampler logp|; fails when the fp32 gap
+  exceeds 1e-3 or a state is not returned on the CPU.
 - ``vllm_engine``: the HF and the vLLM engine on the same bf16 weights pushed from a
   learner (64 prompts = 8 groups of 8, 64 new tokens, temperature 0.8): new tokens/s of
   each, max / mean sampler gap of each, cut rate, distinct responses per group, the
@@ -236,13 +240,25 @@ def _chat_prompts(tokenizer: Any, count: int) -> list[list[int]]:
 
 
 def _sampler_gaps(learner: Any, prompts: list[list[int]], generations: list) -> torch.Tensor:
-    """|learner logp - sampler logp| of every generated token (the learner module on CUDA)."""
-    from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS, SCORED_TOKENS, TOKEN_LOGP
+    """|learner logp - sampler logp| of every generated token (the learner module on CUDA).
+
+    Generations that kept their trunk output are scored from it (the trained blocks only).
+    """
+    from rllib_proxmo.algorithm.torch.llm_rl_module import (
+        ATTENTION_MASK,
+        INPUT_IDS,
+        SCORED_TOKENS,
+        TOKEN_LOGP,
+        TRUNK_STATES,
+    )
 
     gaps = []
     for prompt, generation in zip(prompts, generations):
         ids = torch.tensor([list(prompt) + list(generation.token_ids)], device="cuda")
         batch = {INPUT_IDS: ids, ATTENTION_MASK: torch.ones_like(ids), SCORED_TOKENS: len(generation.token_ids)}
+        if generation.trunk_states is not None:
+            states = torch.nn.functional.pad(generation.trunk_states, (0, 0, 0, 1))  # the last token is never fed
+            batch[TRUNK_STATES] = states.unsqueeze(0).to("cuda")
         with torch.no_grad():
             learner_logp = learner._forward(batch)[TOKEN_LOGP][0].float().cpu()
         gaps.append((learner_logp - torch.tensor(generation.logprobs)).abs())
@@ -275,6 +291,30 @@ def check_sampler_gap(context: Context) -> dict[str, Any]:
     figures["stop_token_ids"] = list(engine.stop_token_ids)
     if figures["float32_gap_max"] > 1e-3:
         raise AssertionError(f"fp32 sampler and learner disagree: {figures}")
+    return figures
+
+
+@check("sampler_trunk", packages=("ray",))
+def check_sampler_trunk(context: Context) -> dict[str, Any]:
+    """The learner continues from the trunk output an engine on the GPU kept (``reuse_sampler_trunk``)."""
+    from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
+    from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
+
+    figures: dict[str, Any] = {}
+    for dtype in ("float32", "bfloat16"):
+        config = {"model_name_or_path": context.model_dir, "dtype": dtype, "trainable_layers": 1}
+        learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
+        runner = LLMRLModule(model_config=config, inference_only=True).to("cuda")
+        engine = HFEngine(runner.model, runner.tokenizer, trunk_block=runner.first_trained_block)
+        prompts = _chat_prompts(runner.tokenizer, 16)
+        generations = engine.generate(prompts, SamplingParams(max_new_tokens=32, temperature=1.0, seed=0))
+        if any(g.trunk_states is None or g.trunk_states.device.type != "cpu" for g in generations):
+            raise AssertionError("the engine kept no trunk states, or left them on the GPU")
+        gaps = _sampler_gaps(learner, prompts, generations)
+        figures[f"{dtype}_gap_max"] = float(gaps.max())
+        figures[f"{dtype}_gap_mean"] = float(gaps.mean())
+    if figures["float32_gap_max"] > 1e-3:
+        raise AssertionError(f"the learner from the sampler's trunk disagrees with the sampler: {figures}")
     return figures
 
 

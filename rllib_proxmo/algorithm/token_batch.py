@@ -11,7 +11,10 @@ default module:
   (the same scalar for every token of the step), 0 elsewhere;
 - ``sampler_logp`` (B, L) float32: the sampler's log-prob of each response token
   (``Turn.sampler_logp``), 0 elsewhere; present only when every turn carries one
-  log-prob per response token (an engine that reports none leaves it out).
+  log-prob per response token (an engine that reports none leaves it out);
+- ``trunk_states`` (B, L, D) float32: the input of the policy's lowest trained decoder
+  block at every position but the row's last (``Turn.trunk_states``), 0 at the last
+  position and on padding; present only when every turn carries them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core import DEFAULT_MODULE_ID
 
-from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS
+from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS, TRUNK_STATES
 from rllib_proxmo.rollout.episodes import TextEpisode
 
 RESPONSE_MASK = "response_mask"
@@ -50,6 +53,7 @@ def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.nd
     advantages = np.zeros((rows, width), dtype=np.float32)
     with_sampler_logp = all(len(turn.sampler_logp) == len(turn.response_ids) for turn in turns)
     sampler_logp = np.zeros((rows, width), dtype=np.float32) if with_sampler_logp else None
+    trunk_states = _trunk_column(turns, width)
     for row, turn in enumerate(turns):
         length = len(turn.prompt_ids) + len(turn.response_ids)
         start = width - length
@@ -60,6 +64,8 @@ def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.nd
         advantages[row, response_start:] = turn.advantage
         if sampler_logp is not None:
             sampler_logp[row, response_start:] = turn.sampler_logp
+        if trunk_states is not None:
+            trunk_states[row, start : width - 1] = turn.trunk_states.numpy()
     columns = {
         INPUT_IDS: input_ids,
         ATTENTION_MASK: attention_mask,
@@ -68,7 +74,24 @@ def pad_turns(episodes: list[TextEpisode], pad_token_id: int) -> dict[str, np.nd
     }
     if sampler_logp is not None:
         columns[SAMPLER_LOGP] = sampler_logp
+    if trunk_states is not None:
+        columns[TRUNK_STATES] = trunk_states
     return columns
+
+
+def _trunk_column(turns: list[Any], width: int) -> np.ndarray | None:
+    """The zero (B, width, D) trunk-states column, or None unless every turn carries its states.
+
+    Raises:
+        ValueError: for a turn whose states do not cover its prompt and response but the last token.
+    """
+    if any(turn.trunk_states is None for turn in turns):
+        return None
+    for turn in turns:
+        expected = len(turn.prompt_ids) + len(turn.response_ids) - 1
+        if turn.trunk_states.shape[0] != expected:
+            raise ValueError(f"a turn's trunk_states cover {turn.trunk_states.shape[0]} positions, not {expected}")
+    return np.zeros((len(turns), width, turns[0].trunk_states.shape[1]), dtype=np.float32)
 
 
 class TokenTrainBatch(ConnectorV2):

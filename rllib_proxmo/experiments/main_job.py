@@ -272,6 +272,9 @@ def build_config(args: argparse.Namespace) -> Any:
         model_config.pop("trainable_layers", None)
     if args.num_gpus_per_learner:
         model_config["dtype"] = PAPER.dtype
+    # The sampler's trunk output is reused where sampler and learner compute alike: both in fp32 on CPUs.
+    if not args.trainable_layers or args.engine != "hf" or args.num_gpus_per_learner:
+        model_config.pop("reuse_sampler_trunk", None)
     training: dict[str, Any] = dict(
         **advantage_settings(args),
         group_size=args.group_size,

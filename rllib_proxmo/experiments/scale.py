@@ -44,6 +44,9 @@ class Scale:
             not listed has none. See :meth:`prompt_limit`.
         lr: Learning rate of the RL updates.
         trainable_layers: Train only this many top decoder layers (None: all weights).
+        reuse_sampler_trunk: With ``trainable_layers``, the learner continues from the
+            hidden states the sampler's frozen layers computed instead of running them
+            again (``model_config["reuse_sampler_trunk"]``).
         old_logp_source: ``ProxMOConfig.old_logp_source``.
         llm_env_configs: ``make_llm_env`` keywords per env id (an env not listed: the
             paper's prompt, history and think block).
@@ -70,6 +73,7 @@ class Scale:
     max_prompt_tokens: Mapping[str, int]
     lr: float
     trainable_layers: int | None
+    reuse_sampler_trunk: bool
     old_logp_source: str
     llm_env_configs: Mapping[str, Mapping[str, Any]]
     warm_up_episodes: int
@@ -92,6 +96,8 @@ class Scale:
             config["max_prompt_tokens"] = self.prompt_limit(env)
         if self.trainable_layers is not None:
             config["trainable_layers"] = self.trainable_layers
+            if self.reuse_sampler_trunk:
+                config["reuse_sampler_trunk"] = True
         return config
 
     def prompt_limit(self, env: str) -> int | None:
@@ -120,6 +126,7 @@ PAPER = Scale(
     max_prompt_tokens={ALFWORLD: 2048, WEBSHOP: 4096},
     lr=1e-6,
     trainable_layers=None,
+    reuse_sampler_trunk=False,
     old_logp_source="recompute",
     llm_env_configs={},
     warm_up_episodes=0,
@@ -148,6 +155,7 @@ CPU = Scale(
     # Chosen by measurement on 2 cores (docs/design.md, benchmarks/results/cpu_default.md).
     lr=1e-5,
     trainable_layers=4,
+    reuse_sampler_trunk=True,
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
     warm_up_episodes=24,

@@ -92,6 +92,10 @@ class SamplerSettings:
             with fewer history turns, oldest dropped first, and fails when even no
             history fits. None: unlimited.
         engine: ``"hf"`` or ``"vllm"`` (:mod:`rllib_proxmo.rollout.engines.factory`).
+        reuse_sampler_trunk: Keep, for every sampled turn, the input hidden states of the
+            policy's lowest trained block (``Turn.trunk_states``): the learner then runs
+            only the trained blocks. Needs ``trainable_layers`` and the HF engine; costs
+            4·D bytes per token in the episodes (about 2 KB for SmolLM2-135M).
     """
 
     max_new_tokens: int = 64
@@ -99,9 +103,16 @@ class SamplerSettings:
     eval_top_p: float = 1.0
     max_prompt_tokens: int | None = None
     engine: str = DEFAULT_ENGINE
+    reuse_sampler_trunk: bool = False
 
     def __post_init__(self) -> None:
         check_engine(self.engine)
+        if not isinstance(self.reuse_sampler_trunk, bool):
+            raise ValueError(f"reuse_sampler_trunk must be a bool, got {self.reuse_sampler_trunk!r}")
+        if self.reuse_sampler_trunk and self.engine != "hf":
+            raise ValueError(
+                f"reuse_sampler_trunk needs the 'hf' engine (the {self.engine!r} engine keeps no hidden states)"
+            )
         if self.max_prompt_tokens is not None and (
             isinstance(self.max_prompt_tokens, bool)
             or not isinstance(self.max_prompt_tokens, int)
@@ -124,6 +135,11 @@ class SamplerSettings:
                 f"model_config top_p={top_p} is not supported while training: the learner scores the "
                 "full temperature-scaled softmax, so the sampler must not truncate it; set eval_top_p "
                 "for evaluation instead"
+            )
+        if model_config.get("reuse_sampler_trunk") and model_config.get("trainable_layers") is None:
+            raise ValueError(
+                "model_config reuse_sampler_trunk needs trainable_layers: with every weight trained there is no "
+                "frozen trunk to reuse"
             )
         names = [name for name in cls.__dataclass_fields__ if name in model_config]
         return cls(**{name: model_config[name] for name in names})
@@ -186,6 +202,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             self.config.model_config,
             max_prompt_tokens=self.settings.max_prompt_tokens,
             max_new_tokens=self.settings.max_new_tokens,
+            trunk_block=self.module.first_trained_block if self.settings.reuse_sampler_trunk else None,
         )
 
     def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:
@@ -319,6 +336,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                         penalty=float(info.get("invalid_penalty", 0.0)),
                         sampler_logp=generation.logprobs,
                         cut=not generation.stopped,
+                        trunk_states=generation.trunk_states if explore else None,
                     )
                 )
                 item.episode.won = bool(info.get("won", False))

@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Turn:
             engine computed them (empty when the engine did not report them).
         cut: True when the response was cut at ``max_new_tokens`` (no stop token).
         advantage: Per-step advantage, filled in by the advantage step.
+        trunk_states: The sampler's (P + T - 1, D) trunk output of this turn
+            (``Generation.trunk_states``), which the learner continues from; None when
+            the sampler kept none.
     """
 
     prompt_ids: tuple[int, ...]
@@ -71,6 +77,7 @@ class Turn:
     sampler_logp: tuple[float, ...] = ()
     cut: bool = False
     advantage: float = math.nan
+    trunk_states: torch.Tensor | None = None
 
 
 @dataclass

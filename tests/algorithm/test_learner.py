@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,9 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     WITH_REFERENCE,
     LLMRLModule,
     autocast_dtype,
+    capture_block_input,
     compute_dtype,
+    decoder_layers,
 )
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import k3_kl, step_plan, trim_left_padding
 from rllib_proxmo.rollout.episodes import TextEpisode, Turn
@@ -153,9 +156,14 @@ def test_collectives_get_tensors_on_the_learners_device(model_dir, monkeypatch):
     assert len(devices) >= 2 and _metric(results, "num_optimizer_steps") == 6
 
 
-def _count_calls(model: torch.nn.Module) -> list[int]:
+def _count_calls(model: torch.nn.Module, *, completed: bool = False) -> list[int]:
+    """A one-item counter of ``model``'s forward calls (``completed``: only those that ran to the end)."""
     calls = [0]
-    model.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
+
+    def count(*_: Any) -> None:
+        calls[0] += 1
+
+    (model.register_forward_hook if completed else model.register_forward_pre_hook)(count)
     return calls
 
 
@@ -493,6 +501,46 @@ def test_the_shared_trunk_saves_the_reference_pass_and_trains_like_the_full_one(
     assert "full forward pass of their own" in caplog.text
     other.set_state(LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1}).get_state())
     assert other.shares_frozen_trunk
+
+
+def _with_trunk_states(episodes: list[TextEpisode], policy: LLMRLModule) -> list[TextEpisode]:
+    """Copies of ``episodes`` whose turns carry their trunk output, as the HF engine keeps it."""
+    block = decoder_layers(policy.model)[policy.first_trained_block]
+    copies = []
+    for episode in episodes:
+        turns = []
+        for turn in episode.turns:
+            fed = torch.tensor([turn.prompt_ids + turn.response_ids[:-1]])
+            with capture_block_input(block) as captured, torch.no_grad():
+                policy.model(input_ids=fed)
+            turns.append(dataclasses.replace(turn, trunk_states=captured[0].hidden_states[0].clone()))
+        copies.append(dataclasses.replace(episode, turns=turns))
+    return copies
+
+
+def test_a_batch_carrying_the_samplers_trunk_states_trains_like_the_full_forward(model_dir):
+    episodes = _episodes(10)
+    updated, kls = {}, {}
+    for reuse in (True, False):
+        learner = _learner(
+            model_dir, model_config={"trainable_layers": 1}, minibatch_size=4, num_epochs=2, lr=1e-3, kl_coeff=0.5
+        )
+        policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        batch = _with_trunk_states(episodes, policy) if reuse else episodes
+        # Completed forwards of the frozen block (a pre-hook would also count the stopped ones).
+        frozen_calls = _count_calls(decoder_layers(policy.model)[0], completed=True)
+        learner.update(episodes=batch)
+        kls[reuse] = _metric(learner.update(episodes=batch), "kl")
+        # With the sampler's states the frozen block never runs in the learner.
+        assert (frozen_calls[0] == 0) is reuse
+        updated[reuse] = _trainable(learner)
+    assert kls[True] > 0 and kls[True] == pytest.approx(kls[False], rel=1e-4)
+    for name, value in updated[False].items():
+        torch.testing.assert_close(updated[True][name], value, atol=1e-5, rtol=0)
+    short = _with_trunk_states(episodes[:1], policy)[0].turns[0]
+    short = dataclasses.replace(short, trunk_states=short.trunk_states[:-1])
+    with pytest.raises(ValueError, match="trunk_states cover"):
+        pad_turns([TextEpisode("e", "g", "task", "type", turns=[short])], 0)
 
 
 def test_a_bf16_reference_beside_fp32_master_weights_on_a_cpu_takes_its_own_pass(model_dir):

@@ -53,6 +53,9 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     config = build_config(args)
     assert config.llm_env_config == {"template": "alfworld-compact", "history_length": 1, "require_think": False}
     assert config.model_config["trainable_layers"] == 4 and config.old_logp_source == "sampler"
+    assert config.model_config["reuse_sampler_trunk"]
+    for argv in (["--trainable-layers", "0"], ["--engine", "vllm"], ["--num-gpus-per-learner", "1"]):
+        assert "reuse_sampler_trunk" not in build_config(parse_args(argv)).model_config
     assert args.time_budget_min == 12 and args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
 

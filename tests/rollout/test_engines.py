@@ -17,6 +17,8 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     SCORED_TOKENS,
     TOKEN_LOGP,
     LLMRLModule,
+    capture_block_input,
+    decoder_layers,
 )
 from rllib_proxmo.rollout.engines import Generation, HFEngine, SamplingParams
 from rllib_proxmo.testing import build_tiny_chat_model
@@ -154,3 +156,22 @@ def test_identical_prompts_are_prefilled_once_and_sample_what_an_unshared_call_s
     for prompt, generation in zip(SHARED_PROMPTS, generations, strict=True):
         gap = (_learner_logp(policy, list(prompt), generation) - torch.tensor(generation.logprobs)).abs().max()
         assert float(gap) < 1e-4
+
+
+@pytest.mark.parametrize("prompts", [SHARED_PROMPTS, PROMPTS], ids=["shared-prefill", "distinct"])
+def test_kept_trunk_states_are_the_trained_blocks_input_of_a_full_pass(model_dir, prompts):
+    policy = LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1}, inference_only=True)
+    block = policy.first_trained_block
+    engine = HFEngine(policy.model, policy.tokenizer, trunk_block=block)
+    # Enough tokens that some rows stop before others, so finished rows keep being fed padding.
+    generations = engine.generate(prompts * 2, SamplingParams(max_new_tokens=8, temperature=1.0, seed=7))
+    assert len({len(g.token_ids) for g in generations}) > 1
+    for prompt, generation in zip(prompts * 2, generations, strict=True):
+        fed = torch.tensor([list(prompt) + list(generation.token_ids[:-1])])
+        with capture_block_input(decoder_layers(policy.model)[block]) as captured, torch.no_grad():
+            policy.model(input_ids=fed)
+        assert generation.trunk_states.dtype == torch.float32 and generation.trunk_states.device.type == "cpu"
+        torch.testing.assert_close(generation.trunk_states, captured[0].hidden_states[0], atol=1e-5, rtol=0)
+    assert HFEngine(policy.model, policy.tokenizer).generate(prompts, SamplingParams(4, seed=1))[0].trunk_states is None
+    with pytest.raises(ValueError, match=r"trunk_block must be in \[1, 1\]"):
+        HFEngine(policy.model, policy.tokenizer, trunk_block=0)

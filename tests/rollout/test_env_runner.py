@@ -22,7 +22,13 @@ import rllib_proxmo.rollout.env_runner as env_runner_module
 from envs.llm_wrappers import make_llm_env
 from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 from rllib_proxmo.algorithm.token_batch import RESPONSE_MASK, SAMPLER_LOGP, pad_turns
-from rllib_proxmo.algorithm.torch.llm_rl_module import ATTENTION_MASK, INPUT_IDS, TOKEN_LOGP, LLMRLModule
+from rllib_proxmo.algorithm.torch.llm_rl_module import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    TOKEN_LOGP,
+    TRUNK_STATES,
+    LLMRLModule,
+)
 from rllib_proxmo.rollout.env_runner import PROMPT_HISTORY_CUTS, GroupedEnvRunner, SamplerSettings, _LiveEpisode
 from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode
 from rllib_proxmo.rollout.metrics import episode_metrics
@@ -94,6 +100,30 @@ def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model
 
     turns[0].sampler_logp = ()  # e.g. an engine that reports none: no column rather than a wrong one
     assert SAMPLER_LOGP not in pad_turns(episodes, runner.module.tokenizer.pad_token_id)
+
+
+def test_a_runner_reusing_its_trunk_hands_the_learner_states_it_scores_the_samples_with(model_dir):
+    trunk = {"trainable_layers": 1, "reuse_sampler_trunk": True}
+    runner = GroupedEnvRunner(config=_config(model_dir, **trunk))
+    episodes = runner.sample(groups=[GroupRequest("a", 1, 3), GroupRequest("b", 2, 3)], seed=0)
+    evaluated = runner.sample(groups=[GroupRequest("c", 3, 1)], seed=1, explore=False)
+    runner.stop()
+    for turn in (turn for episode in episodes for turn in episode.turns):
+        turn.advantage = 0.0
+        assert turn.trunk_states.shape[0] == len(turn.prompt_ids) + len(turn.response_ids) - 1
+    # Evaluation episodes never reach a learner: they keep no states.
+    assert all(turn.trunk_states is None for episode in evaluated for turn in episode.turns)
+    columns = pad_turns(episodes, runner.module.tokenizer.pad_token_id)
+    learner = LLMRLModule(model_config={"model_name_or_path": model_dir, **trunk}, inference_only=False)
+    batch = {key: torch.as_tensor(columns[key]) for key in (INPUT_IDS, ATTENTION_MASK, TRUNK_STATES)}
+    with torch.no_grad():
+        learner_logp = learner.forward_inference(batch)[TOKEN_LOGP].numpy()
+    mask = columns[RESPONSE_MASK][:, 1:]
+    assert np.abs((learner_logp - columns[SAMPLER_LOGP][:, 1:]) * mask).max() <= 1e-5
+    with pytest.raises(ValueError, match="reuse_sampler_trunk needs trainable_layers"):
+        _config(model_dir, reuse_sampler_trunk=True).validate()
+    with pytest.raises(ValueError, match="reuse_sampler_trunk needs the 'hf' engine"):
+        SamplerSettings(engine="vllm", reuse_sampler_trunk=True)
 
 
 def test_sampling_settings_refuse_nucleus_training_and_bad_values(model_dir):

@@ -26,11 +26,18 @@ Model config keys (``config.rl_module(model_config={...})``):
   sets ``with_reference`` also returns the reference's log-probs (``ref_logp``), from
   the reference's top layers run on the hidden states the policy's trunk computed
   (:meth:`LLMRLModule.shares_frozen_trunk`), instead of a second full forward pass.
+  A batch may even carry the trunk's output itself (``trunk_states``, (B, L, D): the
+  input of the lowest trained block at every position, as the HF engine keeps it
+  with ``reuse_sampler_trunk``); the training forward then runs the trained blocks
+  only, and the frozen ones not at all.
 - ``temperature`` (default 1.0): the training sampling temperature, which the
   log-probs of this module use too (the env runner samples with ``self.temperature``).
 - ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``: the
   env runner's other sampling settings
   (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`; ``top_p < 1`` is refused).
+- ``reuse_sampler_trunk`` (default False; needs ``trainable_layers`` and the HF
+  engine): the env runner keeps the trunk output of every sampled turn for the
+  learner (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`).
 - ``engine``: ``"hf"`` (default) or ``"vllm"``, the env runners' inference engine
   (:mod:`rllib_proxmo.rollout.engines.factory`); ``vllm_gpu_memory_utilization``,
   ``vllm_max_model_len``, ``vllm_enforce_eager``, ``vllm_sleep_mode``: the vLLM engine's
@@ -82,6 +89,9 @@ TOKEN_ENTROPY = "token_entropy"
 REF_LOGP = "ref_logp"
 #: Batch key (bool): ``forward_train`` also returns :data:`REF_LOGP` from the shared frozen trunk.
 WITH_REFERENCE = "with_reference"
+#: Batch key: (B, L, D) input of the lowest trained decoder block at every position, computed
+#: by the sampler (the last position of each row, never fed to it, and padding hold zeros).
+TRUNK_STATES = "trunk_states"
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +190,34 @@ def capture_block_input(block: torch.nn.Module) -> Iterator[list[TrunkOutput]]:
         handle.remove()
 
 
+class _BlockInputsCaptured(Exception):
+    """Raised by :func:`block_kwargs` once the first decoder block's keyword arguments are known."""
+
+
+def block_kwargs(model: torch.nn.Module, **inputs: Any) -> dict[str, Any]:
+    """The keyword arguments ``model``'s forward gives its decoder blocks for ``inputs``, no block run.
+
+    Every block of a Llama/Qwen2-style model receives the same ones (attention mask,
+    position embeddings and ids); the forward is stopped before the first block.
+    """
+    first = decoder_layers(model)[0]
+
+    def stop(_: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        raise _BlockInputsCaptured
+
+    with capture_block_input(first) as captured:
+        handle = first.register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            model(**inputs)
+        except _BlockInputsCaptured:
+            pass
+        finally:
+            handle.remove()
+    if not captured:
+        raise RuntimeError(f"{type(model).__name__}'s forward never called its first decoder block")
+    return captured[0].block_kwargs
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions 0, 1, ... counted over real tokens only (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -262,21 +300,33 @@ class LLMRLModule(TorchRLModule):
             out[TOKEN_ENTROPY] = -(log_probs.exp() * log_probs).sum(-1)
         return out
 
+    @staticmethod
+    def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        mask = batch[ATTENTION_MASK]
+        return dict(
+            input_ids=batch[INPUT_IDS], attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+        )
+
     def _token_logp_and_entropy(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], with_entropy: bool
     ) -> dict[str, torch.Tensor]:
-        input_ids = batch[INPUT_IDS]
-        mask = batch[ATTENTION_MASK]
         scored = self._scored_tokens(batch)
-        with self._autocast(input_ids.device.type):
-            output = model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=position_ids_from_mask(mask),
-                use_cache=False,
-                logits_to_keep=scored + 1,
-            )
+        with self._autocast(batch[INPUT_IDS].device.type):
+            output = model(**self._model_inputs(batch), logits_to_keep=scored + 1)
         return self._scored_logp(output.logits, batch, scored, with_entropy)
+
+    def _trunk_from_batch(self, batch: dict[str, torch.Tensor]) -> TrunkOutput:
+        """The trunk output a batch carries (:data:`TRUNK_STATES`), with the block arguments of its rows."""
+        if self.first_trained_block is None:
+            raise ValueError(f"a batch with {TRUNK_STATES!r} needs model_config['trainable_layers']")
+        states = batch[TRUNK_STATES]
+        if states.shape[:2] != batch[INPUT_IDS].shape:
+            raise ValueError(
+                f"{TRUNK_STATES} of shape {tuple(states.shape)} for input_ids {tuple(batch[INPUT_IDS].shape)}"
+            )
+        with torch.no_grad(), self._autocast(states.device.type):
+            kwargs = block_kwargs(self.model, **self._model_inputs(batch))
+        return TrunkOutput(states, kwargs)
 
     def _top_logp(
         self, model: torch.nn.Module, trunk: TrunkOutput, batch: dict[str, torch.Tensor], with_entropy: bool
@@ -329,6 +379,8 @@ class LLMRLModule(TorchRLModule):
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, torch.Tensor]:
         """Per-token log-probs (B, K) of the given token sequences under the policy."""
+        if TRUNK_STATES in batch:
+            return self._top_logp(self.model, self._trunk_from_batch(batch), batch, with_entropy=False)
         return self._token_logp_and_entropy(self.model, batch, with_entropy=False)
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -336,15 +388,22 @@ class LLMRLModule(TorchRLModule):
 
         With ``batch["with_reference"]``, also the reference's log-probs (B, K) under
         :data:`REF_LOGP`, from the shared frozen trunk (see :attr:`shares_frozen_trunk`).
+        A batch with :data:`TRUNK_STATES` runs the trained blocks only, from those states.
         """
         self.model.eval()
-        if not batch.get(WITH_REFERENCE):
-            return self._token_logp_and_entropy(self.model, batch, with_entropy=True)
-        if not self.shares_frozen_trunk:
+        with_reference = bool(batch.get(WITH_REFERENCE))
+        if with_reference and not self.shares_frozen_trunk:
             raise ValueError("with_reference needs a module whose frozen trunk is the reference's")
-        out, trunk = self._policy_forward_with_trunk(batch)
-        with torch.no_grad():
-            out[REF_LOGP] = self._top_logp(self._reference, trunk, batch, with_entropy=False)[TOKEN_LOGP]
+        if TRUNK_STATES in batch:
+            trunk = self._trunk_from_batch(batch)
+            out = self._top_logp(self.model, trunk, batch, with_entropy=True)
+        elif with_reference:
+            out, trunk = self._policy_forward_with_trunk(batch)
+        else:
+            return self._token_logp_and_entropy(self.model, batch, with_entropy=True)
+        if with_reference:
+            with torch.no_grad():
+                out[REF_LOGP] = self._top_logp(self._reference, trunk, batch, with_entropy=False)[TOKEN_LOGP]
         return out
 
     @torch.no_grad()
@@ -355,6 +414,8 @@ class LLMRLModule(TorchRLModule):
         if self.uses_lora:
             with self.model.disable_adapter():
                 return self._token_logp_and_entropy(self.model, batch, with_entropy=False)[TOKEN_LOGP]
+        if TRUNK_STATES in batch and self.shares_frozen_trunk:
+            return self._top_logp(self._reference, self._trunk_from_batch(batch), batch, with_entropy=False)[TOKEN_LOGP]
         return self._token_logp_and_entropy(self._reference, batch, with_entropy=False)[TOKEN_LOGP]
 
     def _frozen_state(self) -> dict[str, torch.Tensor] | None:

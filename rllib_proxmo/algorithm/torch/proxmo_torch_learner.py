@@ -79,6 +79,7 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     SCORED_TOKENS,
     TOKEN_ENTROPY,
     TOKEN_LOGP,
+    TRUNK_STATES,
     WITH_REFERENCE,
 )
 
@@ -208,7 +209,7 @@ class ProxMOTorchLearner(TorchLearner):
     # ------------------------------------------------------------ micro-batches
     def _columns(self, columns: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The batch's (B, L) columns as tensors on this learner's device."""
-        keys = [INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK, ADVANTAGES, SAMPLER_LOGP]
+        keys = [INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK, ADVANTAGES, SAMPLER_LOGP, TRUNK_STATES]
         return {key: torch.as_tensor(columns[key], device=self._device) for key in keys if key in columns}
 
     @staticmethod

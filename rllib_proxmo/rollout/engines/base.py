@@ -56,12 +56,17 @@ class Generation:
             ``top_p < 1``, i.e. of the distribution the token was drawn from. Greedy
             decoding (temperature 0) reports the temperature-1 log-probs of the
             greedy tokens. Empty when the engine does not compute them.
+        trunk_states: (P + T - 1, D) fp32 CPU tensor: the input hidden states of the
+            policy's lowest trained decoder block at the P prompt positions and the
+            first T - 1 response positions (the last token is never fed), when the
+            engine was asked to keep them; else None.
     """
 
     token_ids: tuple[int, ...]
     text: str
     stopped: bool
     logprobs: tuple[float, ...] = ()
+    trunk_states: torch.Tensor | None = None
 
 
 class InferenceEngine(Protocol):

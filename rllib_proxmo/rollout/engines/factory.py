@@ -29,15 +29,16 @@ def build_engine(
     *,
     max_prompt_tokens: int | None,
     max_new_tokens: int,
+    trunk_block: int | None = None,
 ) -> InferenceEngine:
     """The ``name`` engine over ``module`` (an :class:`LLMRLModule`) on ``device``.
 
     ``max_prompt_tokens`` / ``max_new_tokens`` (the runner's sampler settings) size the
-    vLLM engine's context.
+    vLLM engine's context; ``trunk_block`` is the HF engine's (vLLM keeps no hidden states).
     """
     if check_engine(name) == "vllm":
         from rllib_proxmo.rollout.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine.build(module, model_config, device, max_prompt_tokens, max_new_tokens)
     module.to(device)
-    return HFEngine(module.model, module.tokenizer)
+    return HFEngine(module.model, module.tokenizer, trunk_block=trunk_block)

@@ -15,6 +15,13 @@ episodes of a group that reach the same prompt later) are prefilled once: one
 forward pass over the distinct prompts fills a KV cache, which is copied row by row
 to every prompt's place before ``generate`` samples from it. Rows keep their order,
 so the random draws are the ones an unshared call would make.
+
+With ``trunk_block`` set (a policy that trains only its top decoder layers), the
+engine also keeps what the frozen blocks computed: the input of block
+``trunk_block`` at every position the model was fed (the prompt, then each drawn
+token but the last). The learner continues from these hidden states through the
+trained blocks only (``LLMRLModule``, ``TRUNK_STATES``), instead of running the
+frozen trunk over the same tokens again.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from rllib_proxmo.algorithm.torch.llm_rl_module import capture_block_input, decoder_layers
 from rllib_proxmo.rollout.engines.base import Generation, SamplingParams
 
 
@@ -118,16 +126,26 @@ class HFEngine:
         model: Causal LM (a PEFT model is fine).
         tokenizer: Its tokenizer; ``pad_token_id`` must be set.
         share_prefill: Prefill identical prompts of a call once (see the module docstring).
+        trunk_block: Keep the input hidden states of this decoder block in every
+            :attr:`Generation.trunk_states` (None: keep none).
     """
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, share_prefill: bool = True
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        share_prefill: bool = True,
+        trunk_block: int | None = None,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: left-padded batches need one")
+        if trunk_block is not None and not 0 < trunk_block < len(decoder_layers(model)):
+            raise ValueError(f"trunk_block must be in [1, {len(decoder_layers(model)) - 1}], got {trunk_block}")
         self.model = model
         self.tokenizer = tokenizer
         self.share_prefill = share_prefill
+        self.trunk_block = trunk_block
         #: Prompt tokens of the last call that a shared prefill did not compute again.
         self.shared_prefill_tokens = 0
         #: Generation stops at the first of these ids (see :func:`stop_token_ids`).
@@ -174,10 +192,13 @@ class HFEngine:
         device = next(self.model.parameters()).device
         return input_ids.to(device), attention_mask.to(device)
 
-    def _shared_prefill(self, prompts: Sequence[tuple[int, ...]], width: int) -> DynamicCache | None:
+    def _shared_prefill(
+        self, prompts: Sequence[tuple[int, ...]], width: int
+    ) -> tuple[DynamicCache, torch.Tensor] | None:
         """KV cache of every prompt but its last token, each distinct prompt computed once.
 
-        Returns None when all prompts differ (``generate`` then prefills as usual).
+        Returns the cache and, per prompt, its row among the distinct prompts; None when
+        all prompts differ (``generate`` then prefills as usual).
         """
         distinct = list(dict.fromkeys(prompts))
         if not self.share_prefill or len(distinct) == len(prompts) or width < 2:
@@ -193,9 +214,35 @@ class HFEngine:
             logits_to_keep=1,
         )
         row_of = {prompt: row for row, prompt in enumerate(distinct)}
-        cache.batch_select_indices(torch.as_tensor([row_of[p] for p in prompts], device=ids.device))
+        rows = torch.as_tensor([row_of[p] for p in prompts], device=ids.device)
+        cache.batch_select_indices(rows)
         self.shared_prefill_tokens = sum(len(p) - 1 for p in prompts) - sum(len(p) - 1 for p in distinct)
-        return cache
+        return cache, rows
+
+    @staticmethod
+    def _trunk_states(
+        calls: Sequence[torch.Tensor], prefill_rows: torch.Tensor | None, prompts: Sequence[tuple[int, ...]], width: int
+    ) -> torch.Tensor:
+        """(B, width + S, D) block inputs of one call, in column order of the left-padded rows.
+
+        ``calls`` are the block's inputs in call order: the shared prefill's
+        (distinct prompts, width - 1, D) when ``prefill_rows`` map prompts to them, then
+        ``generate``'s prefill (B, width or 1, D) and one (B, 1, D) per decoding step.
+        """
+        if prefill_rows is not None:
+            calls = [calls[0].index_select(0, prefill_rows), *calls[1:]]
+        states = torch.cat(list(calls), dim=1)
+        if states.shape[1] < width:
+            raise RuntimeError(f"captured {states.shape[1]} prompt positions of {width}")
+        return states
+
+    @staticmethod
+    def _row_trunk(states: torch.Tensor, row: int, prompt_len: int, width: int, num_tokens: int) -> torch.Tensor:
+        """(prompt_len + num_tokens - 1, D) fp32 block inputs of one row: its prompt, then its tokens but the last."""
+        end = width + num_tokens - 1
+        if states.shape[1] < end:
+            raise RuntimeError(f"captured {states.shape[1] - width} decoding steps for {num_tokens} tokens")
+        return states[row, width - prompt_len : end].float().cpu()
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
@@ -211,25 +258,41 @@ class HFEngine:
         device = input_ids.device
         processors, recorder = self._processors(params)
         self.model.eval()
-        cache = self._shared_prefill(prompts, width)
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            with _no_checkpoint_generation_defaults(self.model):
-                output = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    cache=cache,
-                    generation_config=self._generation_config(params),
-                    logits_processor=processors,
-                )
+        with self._capture_trunk() as calls:
+            shared = self._shared_prefill(prompts, width)
+            cache, prefill_rows = shared if shared is not None else (None, None)
+            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with _no_checkpoint_generation_defaults(self.model):
+                    output = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        cache=cache,
+                        generation_config=self._generation_config(params),
+                        logits_processor=processors,
+                    )
+        states = (
+            None
+            if calls is None
+            else self._trunk_states([c.hidden_states for c in calls], prefill_rows, prompts, width)
+        )
         new_tokens = output[:, width:]
         logprobs = recorder.logprobs(new_tokens).cpu().tolist()
         stops = set(self.stop_token_ids)
         generations = []
-        for row, row_logprobs in zip(new_tokens.tolist(), logprobs):
+        for index, (row, row_logprobs) in enumerate(zip(new_tokens.tolist(), logprobs)):
             end = next((i + 1 for i, token in enumerate(row) if token in stops), None)
             tokens = row if end is None else row[:end]
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            generations.append(Generation(tuple(tokens), text, end is not None, tuple(row_logprobs[: len(tokens)])))
+            trunk = None if states is None else self._row_trunk(states, index, len(prompts[index]), width, len(tokens))
+            generations.append(
+                Generation(tuple(tokens), text, end is not None, tuple(row_logprobs[: len(tokens)]), trunk)
+            )
         return generations
+
+    def _capture_trunk(self) -> contextlib.AbstractContextManager:
+        """Record the inputs of block :attr:`trunk_block` (yields None when it is not set)."""
+        if self.trunk_block is None:
+            return contextlib.nullcontext()
+        return capture_block_input(decoder_layers(_hf_model(self.model))[self.trunk_block])
