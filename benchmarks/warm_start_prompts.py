@@ -19,8 +19,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -31,52 +29,37 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, [arg for arg in rest if arg != "--"]
 
 
-def play(config, model_dir: Path, *, temperature: float, samples: int, seed: int = 0) -> dict[str, float]:
-    """``samples`` plays of every training game of ``config``'s env by the model in ``model_dir``."""
-    import torch
+def play(config, model_dir: Path, *, explore: bool, samples: int, seed: int = 0) -> dict[str, float]:
+    """``samples`` plays of every training game of ``config``'s env by the model in ``model_dir``.
 
-    from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm
-    from rllib_proxmo.rollout.chat import prompt_ids
-    from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
+    The main job's env runner plays them: at the training temperature (``explore``) or greedily.
+    """
     from rllib_proxmo.rollout.env_factory import make_text_env
+    from rllib_proxmo.rollout.env_runner import PROMPT_TOKENS, GroupedEnvRunner
+    from rllib_proxmo.rollout.episodes import GroupRequest
+    from rllib_proxmo.rollout.metrics import episode_metrics
 
-    model, tokenizer = load_causal_lm(str(model_dir), torch.float32)
-    engine = HFEngine(model, tokenizer)
+    config = config.copy(copy_frozen=False).rl_module(
+        model_config={**config.model_config, "model_name_or_path": str(model_dir)}
+    )
     probe = make_text_env(config, worker_index=0, index=0)
-    task_ids = config.task_ids or probe.unwrapped.task_ids
+    task_ids = config.task_ids or getattr(probe.unwrapped, "task_ids", None)
     probe.close()
-    live = []
-    for task_id in task_ids:
-        for sample in range(samples):
-            env = make_text_env(config, worker_index=0, index=len(live))
-            prompt, _ = env.reset(seed=seed + sample, options={"task_id": task_id})
-            live.append((env, prompt))
-    episodes, won, admissible, turns, prompt_tokens = len(live), 0, 0, 0, []
-    new_tokens = int(config.model_config["max_new_tokens"])
-    for turn in range(int(config.max_turns)):
-        if not live:
-            break
-        prompts = [prompt_ids(tokenizer, prompt) for _, prompt in live]
-        prompt_tokens += [len(ids) for ids in prompts]
-        generations = engine.generate(prompts, SamplingParams(new_tokens, temperature, seed=seed + turn))
-        still = []
-        for (env, _), generation in zip(live, generations):
-            prompt, _, terminated, truncated, info = env.step(generation.text)
-            turns += 1
-            admissible += bool(info["action_admissible"])
-            if terminated or truncated:
-                won += bool(info.get("won"))
-                env.close()
-            else:
-                still.append((env, prompt))
-        live = still
-    for env, _ in live:
-        env.close()
+    if not task_ids:
+        raise ValueError("the benchmark plays every training task: the env must list its task_ids (ALFWorld does)")
+    runner = GroupedEnvRunner(config=config)
+    try:
+        groups = [GroupRequest(f"game{index}", seed, samples, task_id) for index, task_id in enumerate(task_ids)]
+        episodes = runner.sample(groups=groups, explore=explore, seed=seed, max_turns=config.max_turns)
+        prompt_tokens = runner.get_metrics()[PROMPT_TOKENS]
+    finally:
+        runner.stop()
+    metrics = episode_metrics(episodes)
     return {
-        "success_rate": won / episodes,
-        "admissible_rate": admissible / turns,
-        "mean_prompt_tokens": float(np.mean(prompt_tokens)),
-        "episodes": episodes,
+        "success_rate": metrics["success_rate"],
+        "admissible_rate": metrics["admissible_action_rate"],
+        "mean_prompt_tokens": prompt_tokens / metrics["num_turns"],
+        "episodes": metrics["num_episodes"],
     }
 
 
@@ -100,8 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
         row = {
             "warm_start_s": time.perf_counter() - start,
             "answer_prob": summary["epochs"][-1]["answer_prob"],
-            "greedy": play(config, model_dir, temperature=0.0, samples=1),
-            "sampled": play(config, model_dir, temperature=1.0, samples=args.samples),
+            "greedy": play(config, model_dir, explore=False, samples=1),
+            "sampled": play(config, model_dir, explore=True, samples=args.samples),
         }
         results[template] = row
         plays = " | ".join(

@@ -73,6 +73,8 @@ class TextGuessEnv(gym.Env[str, str]):
         self.max_steps = max_steps
         self.buttons = buttons
         self.num_tasks = len(buttons) ** code_length
+        #: Every task, as ALFWorld and WebShop list theirs.
+        self.task_ids = list(range(self.num_tasks))
         self.observation_space = TextSpace()
         self.action_space = TextSpace()
         self._code: tuple[str, ...] = ()
