@@ -38,10 +38,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def run_one(job_args: argparse.Namespace) -> dict:
     """Train the main job's RL configuration for ``--stop-iters`` iterations; evaluate on the unseen split."""
-    from rllib_proxmo.experiments.main_job import build_config
+    from rllib_proxmo.experiments.main_job import build_config, draw_from_listed_tasks
     from rllib_proxmo.experiments.tables import history_row
 
-    algo = build_config(job_args).build_algo()
+    algo = draw_from_listed_tasks(build_config(job_args)).build_algo()
     try:
         history = [history_row(i, algo.train()) for i in range(1, job_args.stop_iters + 1)]
         evaluation = algo.evaluate()["env_runners"]

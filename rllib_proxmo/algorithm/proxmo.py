@@ -214,8 +214,9 @@ class ProxMOConfig(AlgorithmConfig):
                 "proxmo_official".
             group_size: Rollouts per task (N).
             tasks_per_iteration: Task groups per iteration.
-            task_ids: Tasks to draw from (uniformly, with replacement); None lets each
-                env pick its task from the group's reset seed.
+            task_ids: Tasks to draw from (uniformly; an iteration's tasks are distinct while
+                ``tasks_per_iteration`` does not exceed their number); None lets each env
+                pick its task from the group's reset seed, so two groups may play one task.
             alpha, beta, tau, omega, psa_scope (and ``gamma``): the credit
                 assignment's hyperparameters, documented on
                 :class:`~rllib_proxmo.advantages.AdvantageConfig` (alpha: PSC
@@ -447,10 +448,19 @@ class ProxMO(Algorithm):
     def _draw_groups(
         self, rng: np.random.Generator, task_ids: Sequence[Any] | None, count: int, size: int, prefix: str
     ) -> tuple[list[GroupRequest], int]:
-        """``count`` group requests and a base sampling seed, all drawn from ``rng``."""
+        """``count`` group requests and a base sampling seed, all drawn from ``rng``.
+
+        Tasks come from ``task_ids`` uniformly, distinct while ``count`` does not exceed their
+        number (with replacement beyond); with None every env picks its task from the group's seed.
+        """
         requests = []
-        for _ in range(count):
-            task_id = None if task_ids is None else task_ids[int(rng.integers(len(task_ids)))]
+        if task_ids is None:
+            picks: list[Any] = [None] * count
+        elif count <= len(task_ids):
+            picks = [task_ids[int(i)] for i in rng.choice(len(task_ids), size=count, replace=False)]
+        else:
+            picks = [task_ids[int(i)] for i in rng.integers(len(task_ids), size=count)]
+        for task_id in picks:
             seed = int(rng.integers(2**31 - 1))
             requests.append(GroupRequest(f"{prefix}{self._groups_drawn}", seed, size, task_id))
             self._groups_drawn += 1

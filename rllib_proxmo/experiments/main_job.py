@@ -1,14 +1,14 @@
 """The main job (``make train``): train ProxMO, evaluate on unseen tasks, save and track it all.
 
 Defaults fit a 2-core CPU in about 20 minutes: SmolLM2-135M-Instruct (embedded
-weights, top 4 of 30 layers trained) on 12 generated ALFWorld games with the compact
-prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line, answered with the command). First a supervised warm
-start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.sft`; 0 skips it), then
-the starting policy plays the unseen split greedily, then RL: 2 tasks x 4 rollouts per
-iteration, 8 turns of at most 24 new tokens; training stops once the next iteration
-would overrun ``--time-budget-min`` (estimated from the mean iteration time so far) or
-after ``--stop-iters``. Then the policy plays the unseen split greedily again, and the
-job writes to ``--output`` (default ``results/<run-name>``):
+weights, top 4 of 30 layers trained) on 4 generated ALFWorld games per split with the compact
+prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line, answered with the command). First a
+supervised warm start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.sft`; 0 skips it),
+then the starting policy plays the unseen split (at the release's validation temperature 0.4),
+then RL: every training game x 3 rollouts per iteration, 8 turns of at most 24 new tokens;
+training stops once the next iteration would overrun ``--time-budget-min`` (estimated from the
+mean iteration time so far) or after ``--stop-iters``. Then the policy plays the same unseen
+tasks with the same seeds again, and the job writes to ``--output`` (default ``results/<run-name>``):
 
 - ``checkpoint/``: the algorithm after training (``Algorithm.from_checkpoint`` restores it;
   ``python -m rllib_proxmo.export`` turns it into a Hugging Face model directory);
@@ -263,9 +263,8 @@ def build_config(args: argparse.Namespace) -> Any:
     from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 
     train_env, eval_env = split_configs(args)
-    model_config = CPU.model_config(args.env, args.model)
+    model_config = CPU.model_config(args.env, args.model, args.engine)
     model_config["max_new_tokens"] = args.max_new_tokens
-    model_config["engine"] = args.engine
     if args.trainable_layers:
         model_config["trainable_layers"] = args.trainable_layers
     else:
@@ -273,7 +272,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.num_gpus_per_learner:
         model_config["dtype"] = PAPER.dtype
     # The sampler's trunk output is reused where sampler and learner compute alike: both in fp32 on CPUs.
-    if not args.trainable_layers or args.engine != "hf" or args.num_gpus_per_learner:
+    if not args.trainable_layers or args.num_gpus_per_learner:
         model_config.pop("reuse_sampler_trunk", None)
     training: dict[str, Any] = dict(
         **advantage_settings(args),
@@ -302,6 +301,27 @@ def build_config(args: argparse.Namespace) -> Any:
         )
         .debugging(seed=args.seed)
     )
+
+
+def draw_from_listed_tasks(config: Any) -> Any:
+    """``config`` set to train on the tasks its env lists (``task_ids``): an iteration's groups play distinct tasks.
+
+    An env that lists none (a custom env without ``task_ids``) keeps picking its task from each
+    group's seed. Returns ``config``.
+    """
+    from rllib_proxmo.rollout.env_factory import make_text_env
+
+    if config.task_ids is None:
+        env = make_text_env(config, worker_index=0, index=0)
+        try:
+            listed = getattr(env.unwrapped, "task_ids", None)
+        finally:
+            env.close()
+        if listed:
+            config.training(task_ids=list(listed))
+            # The evaluation split has its own tasks: its envs keep picking them from each group's seed.
+            config.evaluation(evaluation_config={**(config.evaluation_config or {}), "task_ids": None})
+    return config
 
 
 def iterations_to_plan(done: int, elapsed_s: float, budget_s: float, cap: int) -> int:
@@ -379,6 +399,11 @@ def warm_start_model(
     return result.model_dir
 
 
+def _decoding(config: Any) -> str:
+    temperature = config.model_config.get("eval_temperature", 0.0)
+    return "greedy" if temperature == 0 else f"temperature {temperature}"
+
+
 def _evaluation_line(label: str, metrics: Mapping[str, float]) -> str:
     return (
         f"{label}: success {metrics['success_rate']:.2f} | format-valid {metrics['format_valid_rate']:.2f} | "
@@ -453,7 +478,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{args.run_name}: {args.estimator} on {args.env} with {args.model}, writing to {output}", flush=True)
     output.mkdir(parents=True, exist_ok=True)
     quiet_framework_output()
-    config = build_config(args)
+    config = draw_from_listed_tasks(build_config(args))
     config.validate()
     saved = read_job_state(args.resume_from) if args.resume_from is not None else None
     progress = (
@@ -486,7 +511,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 split = split_configs(args)[1].get("split", "training")
                 if progress.start_evaluation is None:
                     print(
-                        f"evaluating the {start_label} policy greedily on {args.eval_tasks} {split} tasks ...",
+                        f"evaluating the {start_label} policy on {args.eval_tasks} {split} tasks "
+                        f"({_decoding(config)}) ...",
                         flush=True,
                     )
                     progress.start_evaluation = algo.evaluate()["env_runners"]
@@ -499,7 +525,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 if stop.signal is not None:
                     raise SystemExit(stop.exit_code)
                 history = progress.history
-                print(f"evaluating greedily on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
+                print(f"evaluating on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
                 evaluation = algo.evaluate()["env_runners"]
                 checkpoint = save_atomically(algo, output / FINAL_DIR, _checkpoint_bytes(algo, output))
             finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs import ALFWORLD, WEBSHOP
+from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE
 
 PAPER_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 CPU_MODEL = "smollm2-135m-instruct"
@@ -29,6 +30,7 @@ class Scale:
         iterations: Default number of training iterations.
         max_turns: Turn cut of an episode (None: the env's ``max_steps``).
         max_new_tokens: Response length limit in tokens.
+        eval_temperature: Sampling temperature of the held-out evaluation (0: greedy).
         minibatch_size: Turns per optimizer step (the release: 256 step rows; the CPU run
             takes several steps per iteration from its 24 or so turns).
         micro_batch_size: Turns per gradient-accumulation micro-batch.
@@ -62,6 +64,7 @@ class Scale:
     iterations: int
     max_turns: int | None
     max_new_tokens: int
+    eval_temperature: float
     minibatch_size: int
     micro_batch_size: int
     dtype: str
@@ -84,19 +87,24 @@ class Scale:
         """``make_llm_env`` keywords of ``env`` at this scale (empty: the paper's defaults)."""
         return dict(self.llm_env_configs.get(env, {}))
 
-    def model_config(self, env: str, model: str | None = None) -> dict[str, Any]:
-        """The RLModule's model config for ``env`` at this scale (``model`` overrides :attr:`model`)."""
+    def model_config(self, env: str, model: str | None = None, engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
+        """The RLModule's model config for ``env`` at this scale (``model`` overrides :attr:`model`).
+
+        The sampler's trunk is reused with the HF engine only (vLLM keeps no hidden states).
+        """
         config: dict[str, Any] = {
             "model_name_or_path": model or self.model,
+            "engine": engine,
             "dtype": self.dtype,
             "max_new_tokens": self.max_new_tokens,
             "temperature": 1.0,
+            "eval_temperature": self.eval_temperature,
         }
         if self.prompt_limit(env) is not None:
             config["max_prompt_tokens"] = self.prompt_limit(env)
         if self.trainable_layers is not None:
             config["trainable_layers"] = self.trainable_layers
-            if self.reuse_sampler_trunk:
+            if self.reuse_sampler_trunk and engine == "hf":
                 config["reuse_sampler_trunk"] = True
         return config
 
@@ -113,6 +121,8 @@ PAPER = Scale(
     iterations=150,
     max_turns=None,
     max_new_tokens=512,
+    # The release's validation temperature.
+    eval_temperature=0.4,
     minibatch_size=256,
     micro_batch_size=8,
     dtype="bfloat16",
@@ -136,29 +146,33 @@ PAPER = Scale(
 CPU = Scale(
     name="cpu",
     model=CPU_MODEL,
-    tasks_per_iteration=2,
-    group_size=4,
+    # Every training game in every iteration, so one iteration's success compares with the next.
+    tasks_per_iteration=4,
+    group_size=3,
     iterations=2,
     max_turns=8,
     max_new_tokens=24,
+    # The release's: greedy decoding traps the 135M model in loops (docs/design.md, CPU default).
+    eval_temperature=0.4,
     minibatch_size=8,
     micro_batch_size=4,
     dtype="float32",
     evaluation_interval=0,
-    # About 3 minutes per iteration: at most 6 minutes lost to an interruption.
+    # About a minute per iteration: at most 2 minutes lost to an interruption.
     checkpoint_every=2,
     evaluation_num_tasks=12,
-    num_games=12,
+    # Few games, each played every iteration: RL's effect on a game shows within minutes.
+    num_games=4,
     # The two task types whose expert solution fits in 8 turns (docs/design.md, CPU default).
     task_types=("pick", "look"),
     max_prompt_tokens={},
     # Chosen by measurement on 2 cores (docs/design.md, benchmarks/results/cpu_default.md).
-    lr=1e-5,
+    lr=1e-4,
     trainable_layers=4,
     reuse_sampler_trunk=True,
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
-    warm_up_episodes=24,
+    warm_up_episodes=12,
     warm_up_epochs=3,
     warm_up_lr=5e-4,
 )

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +411,22 @@ def test_a_remote_runner_that_cannot_build_its_module_raises_the_original_error(
     tokenizer.save_pretrained(broken)
     with pytest.raises(ValueError, match="has no chat template"):  # was IndexError: list index out of range
         _config(str(broken)).env_runners(num_env_runners=1).build_algo()
+
+
+def test_an_iterations_tasks_are_distinct_while_there_are_enough():
+    draws = types.SimpleNamespace(_groups_drawn=0)  # the only state _draw_groups keeps
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        groups, _ = ProxMO._draw_groups(draws, rng, ["a", "b", "c", "d"], 4, 3, "train-")
+        assert sorted(g.task_id for g in groups) == ["a", "b", "c", "d"] and {g.size for g in groups} == {3}
+        groups, _ = ProxMO._draw_groups(draws, rng, ["a", "b", "c", "d"], 3, 3, "train-")
+        assert len({g.task_id for g in groups}) == 3
+    # More groups than tasks: drawn with replacement; no list: every env picks from its seed.
+    groups, _ = ProxMO._draw_groups(draws, rng, ["a", "b"], 5, 1, "train-")
+    assert len(groups) == 5 and {g.task_id for g in groups} <= {"a", "b"}
+    groups, _ = ProxMO._draw_groups(draws, rng, None, 2, 1, "eval-")
+    assert [g.task_id for g in groups] == [None, None] and len({g.group_id for g in groups}) == 2
+    assert draws._groups_drawn == 20 * 7 + 7
 
 
 class _TypedTextGuess(TextGuessEnv):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import ray
 from mlflow import MlflowClient
+from ray.tune.registry import register_env
 
 from envs import ALFWORLD_TASK_TYPES
 from rllib_proxmo.experiments.checkpoints import (
@@ -31,14 +32,21 @@ from rllib_proxmo.experiments.checkpoints import (
     periodic_checkpoint_dir,
     save_atomically,
 )
-from rllib_proxmo.experiments.main_job import build_config, iterations_to_plan, parse_args, progress_line, train
+from rllib_proxmo.experiments.main_job import (
+    build_config,
+    draw_from_listed_tasks,
+    iterations_to_plan,
+    parse_args,
+    progress_line,
+    train,
+)
 from rllib_proxmo.experiments.plots import plot_learning_curve
 from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
 from rllib_proxmo.experiments.runtime import quiet_framework_output
 from rllib_proxmo.experiments.scale import CPU
 from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
 from rllib_proxmo.testing import build_tiny_chat_model
-from tests.text_env import DEFAULT_BUTTONS
+from tests.text_env import DEFAULT_BUTTONS, TextGuessEnv
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -48,7 +56,7 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args = parse_args([])
     assert (args.env, args.model, args.estimator) == ("ALFWorld-v0", "smollm2-135m-instruct", "proxmo")
-    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (2, 4, 8, 24)
+    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (4, 3, 8, 24)
     assert (args.sft_episodes, args.trainable_layers, args.lr) == (CPU.warm_up_episodes, 4, CPU.lr)
     config = build_config(args)
     assert config.llm_env_config == {"template": "alfworld-compact", "history_length": 1, "require_think": False}
@@ -58,6 +66,24 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
         assert "reuse_sampler_trunk" not in build_config(parse_args(argv)).model_config
     assert args.time_budget_min == 12 and args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
+
+
+class _UnlistedTextGuess(TextGuessEnv):
+    """TextGuess without a task list, as a custom env may be."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        del self.task_ids
+
+
+def test_training_draws_from_the_tasks_the_env_lists():
+    listed = parse_args(["--env", "tests.text_env:TextGuess-v0", "--env-config", '{"code_length": 1}'])
+    config = draw_from_listed_tasks(build_config(listed))
+    assert config.task_ids == list(range(len(DEFAULT_BUTTONS)))
+    assert config.get_evaluation_config_object().task_ids is None
+    register_env("UnlistedTextGuess", lambda env_config: _UnlistedTextGuess(**env_config))
+    unlisted = build_config(parse_args(["--env", "tests.text_env:TextGuess-v0"])).environment("UnlistedTextGuess")
+    assert draw_from_listed_tasks(unlisted).task_ids is None
 
 
 def test_scale_options_and_the_cluster_address(monkeypatch):
