@@ -172,7 +172,7 @@ CPU = Scale(
     reuse_sampler_trunk=True,
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
-    warm_up_episodes=12,
+    warm_up_episodes=24,
     warm_up_epochs=3,
     warm_up_lr=5e-4,
 )
