@@ -171,6 +171,8 @@ def test_kept_trunk_states_are_the_trained_blocks_input_of_a_full_pass(model_dir
         with capture_block_input(decoder_layers(policy.model)[block]) as captured, torch.no_grad():
             policy.model(input_ids=fed)
         assert generation.trunk_states.dtype == torch.float32 and generation.trunk_states.device.type == "cpu"
+        # Its own storage, not a view of the whole batch (which pickling would ship with every turn).
+        assert generation.trunk_states.untyped_storage().nbytes() == generation.trunk_states.nbytes
         torch.testing.assert_close(generation.trunk_states, captured[0].hidden_states[0], atol=1e-5, rtol=0)
     assert HFEngine(policy.model, policy.tokenizer).generate(prompts, SamplingParams(4, seed=1))[0].trunk_states is None
     with pytest.raises(ValueError, match=r"trunk_block must be in \[1, 1\]"):

@@ -220,9 +220,7 @@ class HFEngine:
         return cache, rows
 
     @staticmethod
-    def _trunk_states(
-        calls: Sequence[torch.Tensor], prefill_rows: torch.Tensor | None, prompts: Sequence[tuple[int, ...]], width: int
-    ) -> torch.Tensor:
+    def _trunk_states(calls: Sequence[torch.Tensor], prefill_rows: torch.Tensor | None, width: int) -> torch.Tensor:
         """(B, width + S, D) block inputs of one call, in column order of the left-padded rows.
 
         ``calls`` are the block's inputs in call order: the shared prefill's
@@ -238,11 +236,14 @@ class HFEngine:
 
     @staticmethod
     def _row_trunk(states: torch.Tensor, row: int, prompt_len: int, width: int, num_tokens: int) -> torch.Tensor:
-        """(prompt_len + num_tokens - 1, D) fp32 block inputs of one row: its prompt, then its tokens but the last."""
+        """(prompt_len + num_tokens - 1, D) fp32 block inputs of one row: its prompt, then its tokens but the last.
+
+        A copy, not a view of the batch: a turn pickled to the learner carries its own rows only.
+        """
         end = width + num_tokens - 1
         if states.shape[1] < end:
             raise RuntimeError(f"captured {states.shape[1] - width} decoding steps for {num_tokens} tokens")
-        return states[row, width - prompt_len : end].float().cpu()
+        return states[row, width - prompt_len : end].to("cpu", torch.float32, copy=True)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
@@ -272,11 +273,7 @@ class HFEngine:
                         generation_config=self._generation_config(params),
                         logits_processor=processors,
                     )
-        states = (
-            None
-            if calls is None
-            else self._trunk_states([c.hidden_states for c in calls], prefill_rows, prompts, width)
-        )
+        states = None if calls is None else self._trunk_states([c.hidden_states for c in calls], prefill_rows, width)
         new_tokens = output[:, width:]
         logprobs = recorder.logprobs(new_tokens).cpu().tolist()
         stops = set(self.stop_token_ids)
