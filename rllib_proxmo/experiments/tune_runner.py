@@ -74,7 +74,17 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
         ProxMOConfig()
         .environment(experiment.env, env_config=env_config)
         .env_runners(num_gpus_per_env_runner=args.num_gpus_per_env_runner)
-        .rl_module(model_config=scale.model_config(experiment.env, args.model, args.engine))
+        .rl_module(
+            model_config={
+                "model_name_or_path": args.model,
+                "dtype": scale.dtype,
+                "max_new_tokens": scale.max_new_tokens,
+                "max_prompt_tokens": scale.prompt_limit(experiment.env),
+                "temperature": 1.0,
+                "eval_temperature": scale.eval_temperature,
+                "engine": args.engine,
+            }
+        )
         .training(
             estimator=args.estimators[0],
             tasks_per_iteration=scale.tasks_per_iteration,

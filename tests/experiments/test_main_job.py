@@ -127,7 +127,7 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
     }
     assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
     assert alfworld.model_config["max_new_tokens"] == 24 and alfworld.model_config["dtype"] == "float32"
-    assert alfworld.num_gpus_per_learner == 0 and alfworld.tasks_per_iteration == 2 and alfworld.group_size == 4
+    assert alfworld.num_gpus_per_learner == 0 and (alfworld.tasks_per_iteration, alfworld.group_size) == (4, 3)
     assert alfworld.llm_env_config == CPU.llm_env_config("ALFWorld-v0")
     webshop = build_config(
         parse_args(["--env", "WebShop-v0", "--lr", "1e-5", "--llm-env-config", '{"require_think": false}'])
@@ -309,7 +309,8 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     (run,) = client.search_runs([client.get_experiment_by_name("rllib-proxmo").experiment_id])
     assert f"MLflow run:      {run.info.run_id}" in printed and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["estimator"] == "proxmo" and params["group_size"] == "4" and params["tasks_per_iteration"] == "2"
+    assert params["estimator"] == "proxmo" and params["group_size"] == str(CPU.group_size)
+    assert params["tasks_per_iteration"] == str(CPU.tasks_per_iteration)
     assert params["_model_config.model_name_or_path"] == tiny_model and params["_model_config.max_new_tokens"] == "6"
     assert len(params) > 100
     tags = run.data.tags

@@ -302,10 +302,10 @@ def test_tune_runs_two_trials_that_log_to_mlflow(tmp_path, monkeypatch):
         assert (tags["estimator"], tags["env"], tags["model"], tags["scale"]) == ("proxmo", ALFWORLD, str(model), "cpu")
         assert len(tags["git_commit"]) == 40 and tags["mlflow.source.git.commit"] == tags["git_commit"]
         assert tags["alpha"] == "4.0" and tags["psa_scope"] == params["psa_scope"]
-        assert params["estimator"] == "proxmo" and params["tasks_per_iteration"] == "2"
+        assert params["estimator"] == "proxmo" and params["tasks_per_iteration"] == str(CPU.tasks_per_iteration)
         assert metrics["training_iteration"] == 1
         assert 0.0 <= metrics["env_runners/success_rate"] <= 1.0
-        assert metrics["env_runners/num_episodes"] == 8
+        assert metrics["env_runners/num_episodes"] == CPU.tasks_per_iteration * CPU.group_size
         assert any(key.startswith("env_runners/success_rate/") for key in metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "env_runners/success_rate")] == [1]
         assert "learning_curve.png" in {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
