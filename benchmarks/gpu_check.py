@@ -265,25 +265,37 @@ def _sampler_gaps(learner: Any, prompts: list[list[int]], generations: list) -> 
     return torch.cat(gaps)
 
 
-@check("sampler_gap", packages=("ray",))
-def check_sampler_gap(context: Context) -> dict[str, Any]:
-    """|learner logp - sampler logp| on the GPU, fp32 and bf16 (runner weights shipped from the learner)."""
+def _sample_and_score(context: Context, dtype: str, *, keep_trunk: bool) -> tuple[Any, list, torch.Tensor, float]:
+    """16 prompts x 32 tokens sampled on the GPU by a runner module holding a learner's shipped weights.
+
+    ``keep_trunk``: both modules train the top layer only and the engine keeps its trunk output,
+    which the learner then scores from. Returns the engine, the generations, the per-token
+    sampler gaps and the generation seconds.
+    """
     from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
     from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
 
+    config = {"model_name_or_path": context.model_dir, "dtype": dtype, "temperature": 1.0}
+    if keep_trunk:
+        config["trainable_layers"] = 1
+    learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
+    runner = LLMRLModule(model_config=config, inference_only=True).to("cuda")
+    runner.set_state(learner.get_state(inference_only=True))
+    engine = HFEngine(runner.model, runner.tokenizer, trunk_block=runner.first_trained_block if keep_trunk else None)
+    prompts = _chat_prompts(runner.tokenizer, 16)
+    start = time.perf_counter()
+    generations = engine.generate(prompts, SamplingParams(max_new_tokens=32, temperature=1.0, seed=0))
+    torch.cuda.synchronize()
+    generate_s = time.perf_counter() - start
+    return engine, generations, _sampler_gaps(learner, prompts, generations), generate_s
+
+
+@check("sampler_gap", packages=("ray",))
+def check_sampler_gap(context: Context) -> dict[str, Any]:
+    """|learner logp - sampler logp| on the GPU, fp32 and bf16 (runner weights shipped from the learner)."""
     figures: dict[str, Any] = {}
     for dtype in ("float32", "bfloat16"):
-        config = {"model_name_or_path": context.model_dir, "dtype": dtype, "temperature": 1.0}
-        learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
-        runner = LLMRLModule(model_config=config, inference_only=True).to("cuda")
-        runner.set_state(learner.get_state(inference_only=True))
-        engine = HFEngine(runner.model, runner.tokenizer)
-        prompts = _chat_prompts(runner.tokenizer, 16)
-        start = time.perf_counter()
-        generations = engine.generate(prompts, SamplingParams(max_new_tokens=32, temperature=1.0, seed=0))
-        torch.cuda.synchronize()
-        generate_s = time.perf_counter() - start
-        gaps = _sampler_gaps(learner, prompts, generations)
+        engine, generations, gaps, generate_s = _sample_and_score(context, dtype, keep_trunk=False)
         figures[f"{dtype}_gap_max"] = float(gaps.max())
         figures[f"{dtype}_gap_mean"] = float(gaps.mean())
         figures[f"{dtype}_new_tokens_per_s"] = sum(len(g.token_ids) for g in generations) / generate_s
@@ -297,20 +309,11 @@ def check_sampler_gap(context: Context) -> dict[str, Any]:
 @check("sampler_trunk", packages=("ray",))
 def check_sampler_trunk(context: Context) -> dict[str, Any]:
     """The learner continues from the trunk output an engine on the GPU kept (``reuse_sampler_trunk``)."""
-    from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
-    from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
-
     figures: dict[str, Any] = {}
     for dtype in ("float32", "bfloat16"):
-        config = {"model_name_or_path": context.model_dir, "dtype": dtype, "trainable_layers": 1}
-        learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
-        runner = LLMRLModule(model_config=config, inference_only=True).to("cuda")
-        engine = HFEngine(runner.model, runner.tokenizer, trunk_block=runner.first_trained_block)
-        prompts = _chat_prompts(runner.tokenizer, 16)
-        generations = engine.generate(prompts, SamplingParams(max_new_tokens=32, temperature=1.0, seed=0))
+        _, generations, gaps, _ = _sample_and_score(context, dtype, keep_trunk=True)
         if any(g.trunk_states is None or g.trunk_states.device.type != "cpu" for g in generations):
             raise AssertionError("the engine kept no trunk states, or left them on the GPU")
-        gaps = _sampler_gaps(learner, prompts, generations)
         figures[f"{dtype}_gap_max"] = float(gaps.max())
         figures[f"{dtype}_gap_mean"] = float(gaps.mean())
     if figures["float32_gap_max"] > 1e-3:

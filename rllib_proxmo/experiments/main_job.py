@@ -263,16 +263,18 @@ def build_config(args: argparse.Namespace) -> Any:
     from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 
     train_env, eval_env = split_configs(args)
-    model_config = CPU.model_config(args.env, args.model, args.engine)
+    model_config = CPU.model_config(args.env, args.model)
     model_config["max_new_tokens"] = args.max_new_tokens
+    model_config["engine"] = args.engine
     if args.trainable_layers:
         model_config["trainable_layers"] = args.trainable_layers
     else:
         model_config.pop("trainable_layers", None)
     if args.num_gpus_per_learner:
         model_config["dtype"] = PAPER.dtype
-    # The sampler's trunk output is reused where sampler and learner compute alike: both in fp32 on CPUs.
-    if not args.trainable_layers or args.num_gpus_per_learner:
+    # The sampler's trunk output is reused where sampler and learner compute alike, both in fp32 on CPUs,
+    # and where the sampler keeps it: the HF engine (vLLM keeps no hidden states).
+    if not args.trainable_layers or args.engine != "hf" or args.num_gpus_per_learner:
         model_config.pop("reuse_sampler_trunk", None)
     training: dict[str, Any] = dict(
         **advantage_settings(args),

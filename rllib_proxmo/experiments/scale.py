@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs import ALFWORLD, WEBSHOP
-from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE
 
 PAPER_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 CPU_MODEL = "smollm2-135m-instruct"
@@ -87,14 +86,10 @@ class Scale:
         """``make_llm_env`` keywords of ``env`` at this scale (empty: the paper's defaults)."""
         return dict(self.llm_env_configs.get(env, {}))
 
-    def model_config(self, env: str, model: str | None = None, engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
-        """The RLModule's model config for ``env`` at this scale (``model`` overrides :attr:`model`).
-
-        The sampler's trunk is reused with the HF engine only (vLLM keeps no hidden states).
-        """
+    def model_config(self, env: str, model: str | None = None) -> dict[str, Any]:
+        """The RLModule's model config for ``env`` at this scale (``model`` overrides :attr:`model`)."""
         config: dict[str, Any] = {
             "model_name_or_path": model or self.model,
-            "engine": engine,
             "dtype": self.dtype,
             "max_new_tokens": self.max_new_tokens,
             "temperature": 1.0,
@@ -104,7 +99,7 @@ class Scale:
             config["max_prompt_tokens"] = self.prompt_limit(env)
         if self.trainable_layers is not None:
             config["trainable_layers"] = self.trainable_layers
-            if self.reuse_sampler_trunk and engine == "hf":
+            if self.reuse_sampler_trunk:
                 config["reuse_sampler_trunk"] = True
         return config
 

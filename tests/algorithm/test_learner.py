@@ -470,13 +470,26 @@ def test_a_shared_frozen_trunk_gives_the_reference_logp_of_a_full_reference_pass
     }
 
 
+def _top_layer_kl_learner(model_dir: str):
+    """A learner training the top layer with a strong KL term, several steps per update."""
+    return _learner(
+        model_dir, model_config={"trainable_layers": 1}, minibatch_size=4, num_epochs=2, lr=1e-3, kl_coeff=0.5
+    )
+
+
+def _assert_trained_alike(updated: dict[bool, dict[str, torch.Tensor]], kls: dict[bool, float]) -> None:
+    """The shortcut run (True) ends with the KL and the weights of the full run (False)."""
+    assert kls[True] > 0
+    assert kls[True] == pytest.approx(kls[False], rel=1e-4)
+    for name, value in updated[False].items():
+        torch.testing.assert_close(updated[True][name], value, atol=1e-5, rtol=0)
+
+
 def test_the_shared_trunk_saves_the_reference_pass_and_trains_like_the_full_one(model_dir, monkeypatch, caplog):
     episodes = _episodes(10)
     updated, kls = {}, {}
     for shared in (True, False):
-        learner = _learner(
-            model_dir, model_config={"trainable_layers": 1}, minibatch_size=4, num_epochs=2, lr=1e-3, kl_coeff=0.5
-        )
+        learner = _top_layer_kl_learner(model_dir)
         policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
         monkeypatch.setattr(policy, "_trunk_is_reference", shared)
         reference_forwards = _count_calls(policy._reference)
@@ -486,10 +499,7 @@ def test_the_shared_trunk_saves_the_reference_pass_and_trains_like_the_full_one(
         # The reference's full forward runs once per micro-batch of each first epoch, unless shared.
         assert (reference_forwards[0] == 0) is shared
         updated[shared] = _trainable(learner)
-    assert kls[True] > 0
-    assert kls[True] == pytest.approx(kls[False], rel=1e-4)
-    for name, value in updated[False].items():
-        torch.testing.assert_close(updated[True][name], value, atol=1e-5, rtol=0)
+    _assert_trained_alike(updated, kls)
     # A state whose frozen layers are not the reference's turns sharing off, with a warning.
     state = policy.get_state()
     state["model.layers.0.mlp.up_proj.weight"] = state["model.layers.0.mlp.up_proj.weight"] + 0.1
@@ -522,9 +532,7 @@ def test_a_batch_carrying_the_samplers_trunk_states_trains_like_the_full_forward
     episodes = _episodes(10)
     updated, kls = {}, {}
     for reuse in (True, False):
-        learner = _learner(
-            model_dir, model_config={"trainable_layers": 1}, minibatch_size=4, num_epochs=2, lr=1e-3, kl_coeff=0.5
-        )
+        learner = _top_layer_kl_learner(model_dir)
         policy = learner.module[DEFAULT_MODULE_ID].unwrapped()
         batch = _with_trunk_states(episodes, policy) if reuse else episodes
         # Completed forwards of the frozen block (a pre-hook would also count the stopped ones).
@@ -534,9 +542,7 @@ def test_a_batch_carrying_the_samplers_trunk_states_trains_like_the_full_forward
         # With the sampler's states the frozen block never runs in the learner.
         assert (frozen_calls[0] == 0) is reuse
         updated[reuse] = _trainable(learner)
-    assert kls[True] > 0 and kls[True] == pytest.approx(kls[False], rel=1e-4)
-    for name, value in updated[False].items():
-        torch.testing.assert_close(updated[True][name], value, atol=1e-5, rtol=0)
+    _assert_trained_alike(updated, kls)
     short = _with_trunk_states(episodes[:1], policy)[0].turns[0]
     short = dataclasses.replace(short, trunk_states=short.trunk_states[:-1])
     with pytest.raises(ValueError, match="trunk_states cover"):
