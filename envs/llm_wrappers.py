@@ -34,6 +34,11 @@ action; the command text stays accepted as well.
 Unlike the release, outputs are not rejected for containing Chinese
 characters (a heuristic for one model family), and an inadmissible command
 is penalised like a malformed output instead of being sent to the engine.
+
+Both wrappers follow Gymnasium's wrapper conventions: they subclass
+``gym.Wrapper`` and ``gym.utils.RecordConstructorArgs`` with plain keyword
+settings, so ``env.spec`` lists them in ``additional_wrappers`` and
+``gym.make(env.spec)`` rebuilds the whole stack of an env made from an id.
 """
 
 from __future__ import annotations
@@ -250,7 +255,7 @@ def _admissible_actions(info: Mapping[str, Any], env: gym.Env) -> list[str]:
     return list(actions)
 
 
-class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
+class ActionParsingWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructorArgs):
     """Executes the command of an LLM output; penalises and no-ops invalid outputs.
 
     ``step(output)`` parses ``output`` with :func:`parse_action` and matches
@@ -287,8 +292,10 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         env: Base text env (see the module docstring).
         invalid_action_penalty: Non-negative penalty of each invalid output.
         require_think: Whether a ``<think>`` block is part of a well-formed output.
-        numbered_from: The prompt template, when it numbers the actions: a numeric
-            command then names a listed action (see :func:`numbered_choice`).
+        numbered_from: The prompt template the LLM sees (a name of
+            :data:`envs.prompts.TEMPLATES` or a format string), when it numbers the
+            actions: a numeric command then names a listed action (see
+            :func:`numbered_choice`); None or a template that does not number: no numbers.
     """
 
     def __init__(
@@ -297,9 +304,15 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         invalid_action_penalty: float = DEFAULT_INVALID_ACTION_PENALTY,
         *,
         require_think: bool = True,
-        numbered_from: PromptTemplate | None = None,
+        numbered_from: str | None = None,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            invalid_action_penalty=invalid_action_penalty,
+            require_think=require_think,
+            numbered_from=numbered_from,
+        )
+        gym.Wrapper.__init__(self, env)
         if isinstance(invalid_action_penalty, bool) or not isinstance(invalid_action_penalty, (int, float)):
             raise ValueError(f"invalid_action_penalty must be a number, got {invalid_action_penalty!r}")
         if not (math.isfinite(invalid_action_penalty) and invalid_action_penalty >= 0):
@@ -312,7 +325,8 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
             )
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.require_think = require_think
-        self.numbered_from = numbered_from if numbered_from is not None and numbered_from.numbered_actions else None
+        template = None if numbered_from is None else resolve_template(numbered_from)
+        self.numbered_from = template if template is not None and template.numbered_actions else None
         self.noop_action = noop_action
         self.action_space = TextSpace()
         self._admissible: list[str] = []
@@ -373,7 +387,7 @@ class ActionParsingWrapper(gym.Wrapper[str, str, str, str]):
         return match_admissible(command, self._admissible)
 
 
-class PromptWrapper(gym.Wrapper[str, str, str, str]):
+class PromptWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructorArgs):
     """Returns the paper's prompt as the observation.
 
     The prompt shows the task, the number of steps taken, the last
@@ -407,7 +421,10 @@ class PromptWrapper(gym.Wrapper[str, str, str, str]):
         history_length: int = DEFAULT_HISTORY_LENGTH,
         max_action_chars: int = DEFAULT_MAX_ACTION_CHARS,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, template=template, history_length=history_length, max_action_chars=max_action_chars
+        )
+        gym.Wrapper.__init__(self, env)
         if isinstance(history_length, bool) or not isinstance(history_length, int) or history_length < 0:
             raise ValueError(f"history_length must be an int >= 0, got {history_length!r}")
         if isinstance(max_action_chars, bool) or not isinstance(max_action_chars, int) or max_action_chars < 1:
@@ -491,6 +508,8 @@ def make_llm_env(
 ) -> PromptWrapper:
     """``PromptWrapper(ActionParsingWrapper(base_env))`` for an env id or instance.
 
+    Made from an id, the result has a spec that rebuilds it: ``gym.make(env.spec)``.
+
     Args:
         env: A registered env id (``"ALFWorld-v0"``, ``"WebShop-v0"``, ...),
             made with ``gym.make(env, **env_kwargs)``, or a base env instance.
@@ -506,10 +525,8 @@ def make_llm_env(
         env = gym.make(env, **env_kwargs)
     elif env_kwargs:
         raise ValueError(f"env_kwargs {sorted(env_kwargs)} only apply when the env is given by id, not to {env!r}")
-    prompt_template = template_for(env, template)
-    parsing = ActionParsingWrapper(
-        env, invalid_action_penalty, require_think=require_think, numbered_from=prompt_template
-    )
+    shown = template if template is not None else getattr(env.unwrapped, "prompt_template", None)
+    parsing = ActionParsingWrapper(env, invalid_action_penalty, require_think=require_think, numbered_from=shown)
     return PromptWrapper(parsing, template=template, history_length=history_length, max_action_chars=max_action_chars)
 
 

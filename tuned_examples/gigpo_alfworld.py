@@ -17,6 +17,7 @@ cores (ALFWorld: ~180 s per iteration measured by ``benchmarks/iteration.py``).
 
     python tuned_examples/gigpo_alfworld.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/gigpo_alfworld.py --cpu --no-tune --seeds 0   # one run, no Tune
+    python tuned_examples/gigpo_alfworld.py --baselines shipped          # GiGPO as verl-agent ships it (gigpo_official)
     python tuned_examples/gigpo_alfworld.py --num-gpus-per-learner 1 --num-gpus-per-env-runner 1
     python -m rllib_proxmo.experiments.report gigpo-alfworld                      # table and learning curves
 """

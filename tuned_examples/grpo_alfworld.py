@@ -17,6 +17,7 @@ cores (ALFWorld: ~180 s per iteration measured by ``benchmarks/iteration.py``).
 
     python tuned_examples/grpo_alfworld.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/grpo_alfworld.py --cpu --no-tune --seeds 0   # one run, no Tune
+    python tuned_examples/grpo_alfworld.py --baselines shipped          # GRPO as verl-agent ships it (grpo_official)
     python tuned_examples/grpo_alfworld.py --num-gpus-per-learner 1 --num-gpus-per-env-runner 1
     python -m rllib_proxmo.experiments.report grpo-alfworld                      # table and learning curves
 """

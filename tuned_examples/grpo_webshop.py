@@ -18,6 +18,7 @@ not measured (an ALFWorld iteration of this size takes ~180 s on 2 cores,
 
     python tuned_examples/grpo_webshop.py --cpu                       # CPU-sized, 3 seeds, Tune + MLflow
     python tuned_examples/grpo_webshop.py --cpu --no-tune --seeds 0   # one run, no Tune
+    python tuned_examples/grpo_webshop.py --baselines shipped          # GRPO as verl-agent ships it (grpo_official)
     python tuned_examples/grpo_webshop.py --num-gpus-per-learner 1 --num-gpus-per-env-runner 1
     python -m rllib_proxmo.experiments.report grpo-webshop                      # table and learning curves
 """

@@ -7,8 +7,8 @@ Entry point::
 
 The pieces are public too: :func:`returns_to_go`, :func:`episode_zscore`,
 :func:`psc_weight`, :func:`tfidf_features`, :func:`soft_baseline`,
-:func:`gigpo_step_advantage`, and :func:`advantage_diagnostics` for the
-per-batch statistics. No Ray or torch import happens here.
+:func:`gigpo_step_advantage`, :func:`shipped_advantages` (verl-agent's GRPO
+and GiGPO), and :func:`advantage_diagnostics` for the per-batch statistics. No Ray or torch import happens here.
 """
 
 from rllib_proxmo.advantages.batch import StepBatch, returns_to_go
@@ -16,12 +16,14 @@ from rllib_proxmo.advantages.episode_term import episode_zscore, psc_weight, suc
 from rllib_proxmo.advantages.estimators import (
     ADVANTAGE_HYPERPARAMETERS,
     ESTIMATORS,
+    SHIPPED_VERSION,
     AdvantageConfig,
     advantage_diagnostics,
     compute_advantages,
     compute_advantages_with_diagnostics,
 )
 from rllib_proxmo.advantages.release import official_advantages
+from rllib_proxmo.advantages.shipped_baselines import GIGPO_NORMS, RECIPE_GIGPO_NORM, shipped_advantages
 from rllib_proxmo.advantages.step_term import (
     PSA_SCOPES,
     SoftBaseline,
@@ -35,7 +37,10 @@ from rllib_proxmo.advantages.step_term import (
 __all__ = [
     "ADVANTAGE_HYPERPARAMETERS",
     "ESTIMATORS",
+    "GIGPO_NORMS",
     "PSA_SCOPES",
+    "RECIPE_GIGPO_NORM",
+    "SHIPPED_VERSION",
     "AdvantageConfig",
     "SoftBaseline",
     "StepBatch",
@@ -49,6 +54,7 @@ __all__ = [
     "official_advantages",
     "psc_weight",
     "returns_to_go",
+    "shipped_advantages",
     "soft_baseline",
     "success_rate",
     "tfidf_features",

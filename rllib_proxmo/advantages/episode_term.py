@@ -40,7 +40,8 @@ def group_mean_std(values: np.ndarray, group: np.ndarray, ddof: int = 0) -> tupl
 def episode_zscore(episode_return: np.ndarray, episode_group: np.ndarray) -> np.ndarray:
     """GRPO's episode advantage ``(R(tau) - mu) / (sigma + EPS)`` per episode.
 
-    mu and sigma are the mean and population standard deviation of the
+    mu and sigma are the mean and unbiased standard deviation (``ddof=1``, the
+    convention of every z-score of the paper family, docs/design.md §2) of the
     returns of the episodes of the same group; a group with sigma below
     :data:`ZERO_STD` (one episode, all successes, all failures) gives 0.
 
@@ -53,7 +54,7 @@ def episode_zscore(episode_return: np.ndarray, episode_group: np.ndarray) -> np.
     """
     if not len(episode_return):
         return np.zeros(0)
-    _, mean, std = group_mean_std(episode_return, episode_group)
+    _, mean, std = group_mean_std(episode_return, episode_group, ddof=1)
     return np.where(std < ZERO_STD, 0.0, (episode_return - mean) / (std + EPS))
 
 

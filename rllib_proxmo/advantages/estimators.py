@@ -1,4 +1,4 @@
-"""The advantage estimators: ProxMO, its ablations, GRPO, GiGPO and the release's ProxMO.
+"""The advantage estimators: ProxMO, its ablations, GRPO, GiGPO and the released ProxMO, GRPO, GiGPO.
 
 ===================  ====================================  ===========================
 estimator            episode term                          step term (times omega)
@@ -9,7 +9,12 @@ estimator            episode term                          step term (times omeg
 ``grpo``             z-score                               none
 ``gigpo``            z-score                               exact-match step groups
 ``proxmo_official``  the authors' release (see ``release``)
+``grpo_official``    verl-agent's GRPO (see ``shipped_baselines``)
+``gigpo_official``   verl-agent's GiGPO as its recipes run it (``gigpo_norm``)
 ===================  ====================================  ===========================
+
+The paper estimators' z-scores (the episode term and GiGPO's step term) divide
+by the unbiased standard deviation (``docs/design.md`` §2 gives the reason).
 
 Every paper estimator then subtracts the step's invalid-action penalty (the
 optional ``penalty`` column) from that step's advantage alone::
@@ -22,8 +27,8 @@ the credit of its episode or of the other rollouts. On the advantage scale the
 release's 0.1 is 10 % of a success in a p = 0.5 group (episode term ~1), 5.8 %
 in a p = 0.25 group (sqrt(3) ~ 1.73), and it is the whole signal of an
 otherwise uniform group (all succeed or all fail: episode term 0).
-``proxmo_official`` applies the penalty as the release does (see
-:mod:`rllib_proxmo.advantages.release`).
+The ``*_official`` estimators apply the penalty as their release does (see
+:mod:`rllib_proxmo.advantages.release` and :mod:`rllib_proxmo.advantages.shipped_baselines`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ import numpy as np
 from rllib_proxmo.advantages.batch import StepBatch
 from rllib_proxmo.advantages.episode_term import episode_zscore, psc_weight, success_rate
 from rllib_proxmo.advantages.release import official_advantages
+from rllib_proxmo.advantages.shipped_baselines import (
+    GIGPO_NORMS,
+    MEAN_STD_NORM,
+    RECIPE,
+    TRAINER_GIGPO_NORM,
+    check_gigpo_norm,
+    recipe_gigpo_norm,
+    shipped_advantages,
+)
 from rllib_proxmo.advantages.step_term import (
     check_scope,
     exact_match_groups,
@@ -48,17 +62,31 @@ from rllib_proxmo.advantages.step_term import (
 __all__ = [
     "ADVANTAGE_HYPERPARAMETERS",
     "ESTIMATORS",
+    "SHIPPED_VERSION",
     "AdvantageConfig",
     "advantage_diagnostics",
     "compute_advantages",
     "compute_advantages_with_diagnostics",
 ]
 
-ESTIMATORS = ("proxmo", "grpo", "gigpo", "proxmo_no_psc", "proxmo_no_psa", "proxmo_official")
+ESTIMATORS = (
+    "proxmo",
+    "grpo",
+    "gigpo",
+    "proxmo_no_psc",
+    "proxmo_no_psa",
+    "proxmo_official",
+    "grpo_official",
+    "gigpo_official",
+)
+
+#: The paper estimators whose authors' code departs from their equations, and the estimator that runs that code.
+SHIPPED_VERSION = {"grpo": "grpo_official", "gigpo": "gigpo_official", "proxmo": "proxmo_official"}
 
 #: Smallest PSA temperature: the smallest normal float64, so that similarity / tau (similarity <= 1) is finite.
 MIN_TAU = float(np.finfo(np.float64).tiny)
 
+_RELEASED = {"proxmo_official", "grpo_official", "gigpo_official"}
 _USES_PSC = {"proxmo", "proxmo_no_psa"}
 _USES_PSA = {"proxmo", "proxmo_no_psc"}
 
@@ -75,8 +103,8 @@ class AdvantageConfig:
 
     Raises:
         ValueError: an unknown estimator or scope, a non-finite number,
-            ``alpha <= 0``, ``tau < MIN_TAU`` (2.2e-308), ``gamma`` outside [0, 1], or a ``beta`` other than
-            the paper's with ``proxmo_official`` (the release fixes it).
+            ``alpha <= 0``, ``tau < MIN_TAU`` (2.2e-308), ``gamma`` outside [0, 1], an unknown
+            ``gigpo_norm``, or a ``beta`` other than the paper's with ``proxmo_official`` (the release fixes it).
     """
 
     estimator: str = field(default="proxmo", metadata={"help": f"credit assignment: one of {', '.join(ESTIMATORS)}"})
@@ -91,6 +119,14 @@ class AdvantageConfig:
         default="same_step",
         metadata={
             "help": "PSA candidates: 'same_step' (the group's steps at the same t, Eq. 10) or 'group' (all its steps)"
+        },
+    )
+    gigpo_norm: str = field(
+        default=RECIPE,
+        metadata={
+            "help": f"gigpo_official's normalisation, one of {', '.join(GIGPO_NORMS)}: 'mean_norm' subtracts the "
+            "group mean, 'mean_std_norm' also divides by the std, 'recipe' takes verl-agent's recipe for the env "
+            f"(ALFWorld mean_std_norm, WebShop mean_norm, others {TRAINER_GIGPO_NORM})"
         },
     )
 
@@ -111,11 +147,16 @@ class AdvantageConfig:
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         check_scope(self.psa_scope)
+        check_gigpo_norm(self.gigpo_norm)
         if self.estimator == "proxmo_official" and self.beta != _default("beta"):
             raise ValueError(
                 "proxmo_official uses the release's fixed strength beta=0.05/(sigmoid(1)-0.5); "
                 "the beta argument applies to the paper's estimators only"
             )
+
+    def for_env(self, env: object) -> AdvantageConfig:
+        """This config with ``gigpo_norm="recipe"`` replaced by verl-agent's recipe for ``env`` (an env id)."""
+        return replace(self, gigpo_norm=recipe_gigpo_norm(env)) if self.gigpo_norm == RECIPE else self
 
 
 def _default(name: str):
@@ -154,9 +195,9 @@ def compute_advantages_with_diagnostics(
     cfg = _resolve(config, settings)
     batch = StepBatch.from_arrays(group_id, episode_id, t, reward, state, success, penalty)
     diagnostics = _batch_diagnostics(batch)
-    if cfg.estimator == "proxmo_official":
-        advantages = official_advantages(batch, alpha=cfg.alpha, tau=cfg.tau, gamma=cfg.gamma, omega=cfg.omega)
-        return _check_finite(advantages, batch), {**diagnostics, **_advantage_moments(advantages)}
+    if cfg.estimator in _RELEASED:
+        advantages = _check_finite(_released_advantages(batch, cfg), batch)
+        return advantages, {**diagnostics, **_advantage_moments(advantages)}
 
     episode_term = episode_zscore(batch.episode_return, batch.episode_group)
     if cfg.estimator in _USES_PSC:
@@ -183,6 +224,16 @@ def compute_advantages_with_diagnostics(
         advantages = advantages + cfg.omega * gigpo_step_advantage(step_group, batch.returns_to_go(cfg.gamma))
     advantages = _check_finite(advantages - batch.penalty, batch)
     return advantages, {**diagnostics, **_advantage_moments(advantages)}
+
+
+def _released_advantages(batch: StepBatch, cfg: AdvantageConfig) -> np.ndarray:
+    """(n,) advantages of an ``*_official`` estimator, penalty included."""
+    if cfg.estimator == "proxmo_official":
+        return official_advantages(batch, alpha=cfg.alpha, tau=cfg.tau, gamma=cfg.gamma, omega=cfg.omega)
+    if cfg.estimator == "grpo_official":  # norm_adv_by_std_in_grpo: true in every recipe
+        return shipped_advantages(batch, step_term=False, norm=MEAN_STD_NORM, gamma=cfg.gamma, omega=cfg.omega)
+    norm = cfg.for_env(None).gigpo_norm  # an unresolved "recipe": verl-agent's trainer default
+    return shipped_advantages(batch, step_term=True, norm=norm, gamma=cfg.gamma, omega=cfg.omega)
 
 
 def _check_finite(advantages: np.ndarray, batch: StepBatch) -> np.ndarray:
@@ -231,11 +282,11 @@ def compute_advantages(
         penalty: optional (n,) floats >= 0, the invalid-action penalty of each
             step (``Turn.penalty``; None: no penalty). Subtracted from that
             step's advantage only, outside every episode and step statistic
-            (see the module docstring); ``proxmo_official`` applies it the
-            release's way.
+            (see the module docstring); the ``*_official`` estimators apply it
+            their release's way.
         **settings: fields of :class:`AdvantageConfig` (``estimator``, ``alpha``,
-            ``beta``, ``tau``, ``gamma``, ``omega``, ``psa_scope``) that
-            override ``config``.
+            ``beta``, ``tau``, ``gamma``, ``omega``, ``psa_scope``, ``gigpo_norm``)
+            that override ``config``.
 
     Rows may come in any order; the result is in the input order.
 

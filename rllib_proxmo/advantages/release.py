@@ -2,11 +2,13 @@
 
 The release (verl-based ``core_proxmo.py``) departs from the paper in ways that
 change the numbers; this module reproduces it so that users can compare the
-two (``docs/design.md`` §3 gives the exact per-row rule this code follows):
+two (``docs/design.md`` §3.1 gives the exact per-row rule this code follows):
 
 - rewards are scaled by 10, so a success scores 10;
 - the episode baseline is the mean episode score over the group's *rows*
-  (steps), so long episodes weigh more, and there is no division by the std;
+  (steps), so long episodes weigh more, and there is no division by the std
+  (verl-agent's statistics and x10 scale: the release is built on it, and
+  :mod:`rllib_proxmo.advantages.shipped_baselines` holds both);
 - PSC is the paper's power form (:func:`~rllib_proxmo.advantages.episode_term.psc_weight`)
   with ``p = clip(mean score, 0, 1)`` on the 10-scale, "success" meaning a row
   score above 0.5, and a fixed strength ``beta = 0.05 / (sigmoid(1) - 0.5)``
@@ -31,17 +33,15 @@ one episode of the group succeeds.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from rllib_proxmo.advantages.batch import StepBatch
-from rllib_proxmo.advantages.episode_term import group_mean_std, psc_weight, sigmoid
+from rllib_proxmo.advantages.episode_term import psc_weight, sigmoid
+from rllib_proxmo.advantages.shipped_baselines import row_group_mean_std, shipped_score_and_returns
 from rllib_proxmo.advantages.step_term import similarity_softmax
 
-__all__ = ["RELEASE_BETA", "RELEASE_MAX_FEATURES", "RELEASE_REWARD_SCALE", "official_advantages"]
+__all__ = ["RELEASE_BETA", "RELEASE_MAX_FEATURES", "official_advantages"]
 
-RELEASE_REWARD_SCALE = 10.0
 RELEASE_BETA = 0.05 / (float(sigmoid(np.float64(1.0))) - 0.5)
 RELEASE_MAX_FEATURES = 1024
 _NORM_EPS = 1e-8
@@ -65,14 +65,10 @@ def official_advantages(batch: StepBatch, *, alpha: float, tau: float, gamma: fl
     n = batch.num_steps
     if not n:
         return np.zeros(0)
-    score = RELEASE_REWARD_SCALE * batch.episode_return[batch.episode_index] - batch.penalty
-    count, mean, _ = group_mean_std(score, batch.group_index)
-    mean = np.where(count > 1, mean, 0.0)
+    score, returns = shipped_score_and_returns(batch, gamma)
+    mean, _ = row_group_mean_std(score, batch.group_index)
     weight = psc_weight(score > 0.5, np.clip(mean, 0.0, 1.0), alpha, RELEASE_BETA)
     episode_term = (score - mean) * weight
-
-    scaled = dataclasses.replace(batch, reward=RELEASE_REWARD_SCALE * batch.reward)
-    returns = scaled.returns_to_go(gamma) - batch.penalty
     return episode_term + omega * (returns - _group_soft_baseline(batch, returns, tau))
 
 

@@ -194,6 +194,7 @@ class ProxMOConfig(AlgorithmConfig):
         tau: float = NotProvided,
         omega: float = NotProvided,
         psa_scope: str = NotProvided,
+        gigpo_norm: str = NotProvided,
         clip_param: float = NotProvided,
         kl_coeff: float = NotProvided,
         entropy_coeff: float = NotProvided,
@@ -211,13 +212,13 @@ class ProxMOConfig(AlgorithmConfig):
 
         Args:
             estimator: "proxmo", "grpo", "gigpo", "proxmo_no_psc", "proxmo_no_psa",
-                "proxmo_official".
+                "proxmo_official", "grpo_official", "gigpo_official".
             group_size: Rollouts per task (N).
             tasks_per_iteration: Task groups per iteration.
             task_ids: Tasks to draw from (uniformly; an iteration's tasks are distinct while
                 ``tasks_per_iteration`` does not exceed their number); None lets each env
                 pick its task from the group's reset seed, so two groups may play one task.
-            alpha, beta, tau, omega, psa_scope (and ``gamma``): the credit
+            alpha, beta, tau, omega, psa_scope, gigpo_norm (and ``gamma``): the credit
                 assignment's hyperparameters, documented on
                 :class:`~rllib_proxmo.advantages.AdvantageConfig` (alpha: PSC
                 steepness, beta: PSC strength, tau: PSA temperature).
@@ -256,6 +257,7 @@ class ProxMOConfig(AlgorithmConfig):
             tau=tau,
             omega=omega,
             psa_scope=psa_scope,
+            gigpo_norm=gigpo_norm,
             clip_param=clip_param,
             kl_coeff=kl_coeff,
             entropy_coeff=entropy_coeff,
@@ -314,8 +316,9 @@ class ProxMOConfig(AlgorithmConfig):
 
     @property
     def advantage_config(self) -> AdvantageConfig:
-        """The credit-assignment settings of this config, typed and validated."""
-        return AdvantageConfig(**{setting.name: getattr(self, setting.name) for setting in fields(AdvantageConfig)})
+        """The credit-assignment settings of this config, typed and validated (``gigpo_norm="recipe"``: the env's)."""
+        settings = {setting.name: getattr(self, setting.name) for setting in fields(AdvantageConfig)}
+        return AdvantageConfig(**settings).for_env(self.env)
 
     def validate(self) -> None:
         super().validate()

@@ -14,7 +14,10 @@ with ``--reduce best``, the best) value of:
 - ALFWorld: success rate per task type (Pick, Look, Clean, Heat, Cool, Pick2) and All;
 - WebShop: Score (100 x mean episode return) and Succ.
 
-in percent, like Table 1 of the paper. Metrics are the evaluation ones
+in percent, like Table 1 of the paper. Grouped by estimator, each table ends with the form
+of each row's estimator: the paper's equations (``grpo``, ``gigpo``, ``proxmo``, ablations)
+or as its authors' code ships it (``grpo_official``, ``gigpo_official``, ``proxmo_official``;
+``--baselines shipped`` of the tuned examples). Metrics are the evaluation ones
 (``evaluation/env_runners/...``, the unseen split) when a run has them, else the
 training ones (``env_runners/...``); ``--source`` forces either. Learning curves
 (success rate against training iteration, one line per group, the band ± one
@@ -36,6 +39,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from rllib_proxmo.advantages import ESTIMATORS, SHIPPED_VERSION
 from rllib_proxmo.experiments.plots import Curve, plot_success_bands
 from rllib_proxmo.experiments.tracking import default_tracking_uri
 
@@ -202,6 +206,17 @@ def markdown_table(env: str, summaries: Sequence[RunSummary], group_by: str) -> 
     return "\n".join(lines)
 
 
+def estimator_forms(groups: Iterable[str]) -> str:
+    """One line naming, for each estimator among ``groups``, whether it is the paper's equations or as shipped."""
+    shipped = set(SHIPPED_VERSION.values())
+    forms = [
+        f"{group}: {'as its authors ship it' if group in shipped else 'paper equations'}"
+        for group in sorted(set(groups))
+        if group in ESTIMATORS
+    ]
+    return f"Estimators: {'; '.join(forms)}." if forms else ""
+
+
 def plot_learning_curves(env: str, summaries: Sequence[RunSummary], group_by: str, path: Path) -> Path:
     """Success rate (%) against iteration, a line per group and a ± std band over its runs."""
     groups: dict[str, list[Curve]] = defaultdict(list)
@@ -234,6 +249,9 @@ def build_report(
     tables, images = [], []
     for env, members in by_env.items():
         tables.append(markdown_table(env, members, group_by))
+        forms = estimator_forms(summary.group for summary in members) if group_by == "estimator" else ""
+        if forms:
+            tables.append(forms)
         image = output_dir / f"learning_curves_{re.sub(r'[^A-Za-z0-9_.-]', '_', env)}.png"
         plot_learning_curves(env, members, group_by, image)
         images.append(image)

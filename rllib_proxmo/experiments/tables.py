@@ -30,6 +30,14 @@ def history_row(iteration: int, result: Mapping[str, Any]) -> dict[str, float]:
     row = {"iteration": float(iteration), **{key: float(runners[key]) for key in HISTORY_KEYS}}
     row["generated_tokens_per_s"] = float(proxmo["generated_tokens_per_s"])
     row["time_iteration_s"] = float(proxmo["time_iteration_s"])
+    # Sampler vs learner log-probs, where the learner compared them (old_logp_source="sampler").
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from rllib_proxmo.algorithm.torch.proxmo_torch_learner import SAMPLER_LOGP_GAP_MAX
+
+    gap = result.get("learners", {}).get(DEFAULT_MODULE_ID, {}).get(SAMPLER_LOGP_GAP_MAX)
+    if gap is not None:
+        row[SAMPLER_LOGP_GAP_MAX] = float(gap)
     return row
 
 

@@ -24,7 +24,9 @@ Flags:
   instead of the paper's GPU settings (``docs/design.md`` §6: 16 tasks x 8 rollouts,
   150 iterations, at most 50 / 15 steps, responses of at most 512 tokens);
 - ``--model`` (Hugging Face id, local directory or embedded alias), ``--data-dir``,
-  ``--seeds`` (every grid point runs with each), ``--estimators``, ``--stop-success``,
+  ``--seeds`` (every grid point runs with each), ``--estimators``, ``--baselines`` (``paper``:
+  the estimators as named; ``shipped``: ``grpo``, ``gigpo`` and ``proxmo`` replaced by the
+  ``*_official`` estimators that run their authors' code, :data:`SHIPPED_VERSION`), ``--stop-success``,
   ``--num-gpus-per-env-runner``, ``--engine`` (``hf`` or ``vllm``: ``model_config["engine"]``);
 - ``--tracking-uri`` / ``--experiment-name`` / ``--checkpoint-artifact-max-mb`` /
   ``--no-mlflow``: the MLflow store every Tune trial is recorded in
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs import WEBSHOP
-from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS
+from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS, SHIPPED_VERSION
 from rllib_proxmo.experiments.cli import add_engine_argument, add_tracking_arguments
 from rllib_proxmo.experiments.preflight import validate_tune_args
 from rllib_proxmo.experiments.scale import CPU, EVALUATION_SPLITS, PAPER
@@ -119,6 +121,13 @@ def make_parser(experiment: Experiment, parents: Sequence[argparse.ArgumentParse
     parser.add_argument("--seeds", type=int, nargs="+", default=list(experiment.seeds))
     parser.add_argument("--estimators", nargs="+", default=list(experiment.estimators), help="estimators to compare")
     parser.add_argument(
+        "--baselines",
+        choices=("paper", "shipped"),
+        default="paper",
+        help="paper: the estimators' equations; shipped: grpo, gigpo, proxmo as their authors' code runs them "
+        f"({', '.join(SHIPPED_VERSION.values())}) (default paper)",
+    )
+    parser.add_argument(
         "--stop-success", type=float, help="also stop a trial once its training success rate reaches this"
     )
     parser.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
@@ -141,6 +150,8 @@ def parse_args(
     scale = CPU if args.cpu else PAPER
     args.scale = scale
     args.model = args.model or scale.model
+    if args.baselines == "shipped":
+        args.estimators = [SHIPPED_VERSION.get(name, name) for name in args.estimators]
     if args.stop_iters is None:
         args.stop_iters = scale.iterations
     if experiment.env == WEBSHOP and not args.cpu and args.data_dir is None:

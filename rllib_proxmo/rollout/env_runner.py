@@ -203,6 +203,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             max_prompt_tokens=self.settings.max_prompt_tokens,
             max_new_tokens=self.settings.max_new_tokens,
             trunk_block=self.module.first_trained_block if self.settings.reuse_sampler_trunk else None,
+            num_threads=max(1, int(self.config.num_cpus_per_env_runner)),
         )
 
     def get_spaces(self) -> dict[str, tuple[gym.Space, gym.Space]]:

@@ -1,6 +1,6 @@
 """Slow, literal re-statements of the advantage math, one row at a time.
 
-They follow docs/design.md §2 (paper) and §3 (release) word for word with Python
+They follow docs/design.md §2 (paper) and §3 (the releases) word for word with Python
 loops and no vectorisation, so the tests can check the library's vectorised,
 block-diagonal implementation against an independent reading of the spec.
 """
@@ -25,6 +25,14 @@ def _episodes(group_id, episode_id, t, reward):
 
 def _return_to_go(rewards, k, gamma):
     return sum(gamma ** (j - k) * rewards[j] for j in range(k, len(rewards)))
+
+
+def _unbiased_std(values):
+    """sqrt(sum (x - mean)^2 / (n - 1)); 0 for a single value."""
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1))
 
 
 def _sigmoid(x):
@@ -62,7 +70,7 @@ def reference_advantages(
         members = [f for f, (h, _) in episodes.items() if h == g]
         returns = [ret[f] for f in members]
         mu = sum(returns) / len(returns)
-        sigma = math.sqrt(sum((x - mu) ** 2 for x in returns) / len(returns))
+        sigma = _unbiased_std(returns)
         z = 0.0 if sigma < 1e-8 else (ret[e] - mu) / (sigma + 1e-6)
         if estimator in ("proxmo", "proxmo_no_psa"):
             p = sum(succ[f] for f in members) / len(members)
@@ -95,15 +103,15 @@ def reference_advantages(
             members = [j for j in range(n) if group_id[j] == group_id[i] and state[j] == state[i]]
             if len(members) < 2:
                 continue
-            values = rtg[members]
-            std = float(np.std(values, ddof=1))
+            values = [rtg[j] for j in members]
+            std = _unbiased_std(values)
             if std >= 1e-8:
-                step_term[i] = (rtg[i] - values.mean()) / (std + 1e-6)
+                step_term[i] = (rtg[i] - sum(values) / len(values)) / (std + 1e-6)
     return np.array([episode_term[i] + omega * step_term[i] - penalty[i] for i in range(n)])
 
 
 def reference_official(group_id, episode_id, t, reward, state, *, alpha=4.0, tau=0.1, gamma=0.95, penalty=None):
-    """The authors' release (docs/design.md §3): one B x B matrix, masked per group.
+    """The authors' release (docs/design.md §3.1): one B x B matrix, masked per group.
 
     The penalty is subtracted, unscaled, from the row's score and from its
     already discounted return (verl-agent's ``apply_invalid_action_penalty``).
@@ -134,3 +142,32 @@ def reference_official(group_id, episode_id, t, reward, state, *, alpha=4.0, tau
         weights /= weights.sum()
         out[i] = (score[i] - mu) * w + rtg[i] - float(weights @ rtg[rows])
     return out
+
+
+def reference_shipped(group_id, episode_id, t, reward, state, *, estimator, norm, gamma=0.95, omega=1.0, penalty=None):
+    """verl-agent's GRPO / GiGPO (docs/design.md §3.2), one row at a time, as its dictionaries of lists do.
+
+    Every row carries its episode's x10 score minus its own penalty; a group's mean and
+    unbiased std are over its rows (a lone row: 0 and 1); step groups are the rows of a
+    group with the same state, compared on x10 returns-to-go minus the row's penalty (a
+    lone row: its own value and 1). ``grpo_official`` always divides by the std.
+    """
+    n = len(group_id)
+    penalty = [0.0] * n if penalty is None else [float(c) for c in penalty]
+    episodes = _episodes(group_id, episode_id, t, [10.0 * float(r) for r in reward])
+    score = [sum(episodes[int(episode_id[i])][1]) - penalty[i] for i in range(n)]
+    rtg = [_return_to_go(episodes[int(episode_id[i])][1], int(t[i]), gamma) - penalty[i] for i in range(n)]
+    divide = estimator == "grpo_official" or norm == "mean_std_norm"
+
+    def normalised(i, values, key, lone_mean):
+        members = [values[j] for j in range(n) if key(j) == key(i)]
+        mean, std = (lone_mean, 1.0) if len(members) == 1 else (sum(members) / len(members), _unbiased_std(members))
+        return (values[i] - mean) / (std + 1e-6) if divide else values[i] - mean
+
+    out = []
+    for i in range(n):
+        advantage = normalised(i, score, lambda j: group_id[j], lone_mean=0.0)
+        if estimator == "gigpo_official":
+            advantage += omega * normalised(i, rtg, lambda j: (group_id[j], state[j]), lone_mean=rtg[i])
+        out.append(advantage)
+    return np.array(out)

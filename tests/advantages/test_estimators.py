@@ -23,7 +23,7 @@ from rllib_proxmo.advantages import (
 )
 from tests.advantages.reference import reference_advantages, reference_official
 
-PAPER_ESTIMATORS = [e for e in ESTIMATORS if e != "proxmo_official"]
+PAPER_ESTIMATORS = [e for e in ESTIMATORS if not e.endswith("_official")]
 WORDS = ["cabinet", "drawer", "mug", "apple", "you", "see", "arrive", "at", "nothing", "happens", "1", "2"]
 
 
@@ -72,9 +72,9 @@ def test_returns_to_go_by_hand():
 
 
 def test_grpo_two_episode_group_by_hand():
-    # One success (return 1) and one failure (return 0): mu = 0.5, sigma = 0.5.
+    # One success (return 1) and one failure (return 0): mu = 0.5, unbiased sigma = sqrt(0.5).
     adv = compute_advantages([0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0], ["a", "b", "a"], [1, 1, 0], estimator="grpo")
-    expected = 0.5 / (0.5 + 1e-6)
+    expected = 0.5 / (math.sqrt(0.5) + 1e-6)
     np.testing.assert_allclose(adv, [expected, expected, -expected], atol=1e-12)
 
 
@@ -82,7 +82,7 @@ def test_proxmo_by_hand_same_step_identical_states():
     # Group of two single-step episodes with identical state text: PSA weights are 1/2 each.
     adv = compute_advantages([0, 0], [0, 1], [0, 0], [1.0, 0.0], ["room", "room"], [True, False])
     # PSC at p = 0.5 (Eq. 6, powers): sigmoid(0.5**4) for the success, sigmoid(-(0.5**4)) for the failure.
-    z = 0.5 / (0.5 + 1e-6)
+    z = 0.5 / (math.sqrt(0.5) + 1e-6)
     w_succ = 1 + 0.1 * (1 / (1 + math.exp(-(0.5**4))) - 0.5)
     w_fail = 1 + 0.1 * (1 / (1 + math.exp(0.5**4)) - 0.5)
     np.testing.assert_allclose(adv, [w_succ * z + 0.5, -w_fail * z - 0.5], atol=1e-12)
@@ -99,7 +99,7 @@ def test_psa_similarity_weights_by_hand():
     w_self = 1 / (1 + math.exp((s - 1) / 0.5))
     baseline_0 = w_self * 1.0
     baseline_1 = (1 - w_self) * 1.0
-    z = 0.5 / (0.5 + 1e-6)
+    z = 0.5 / (math.sqrt(0.5) + 1e-6)
     np.testing.assert_allclose(adv, [z + 2 * (1 - baseline_0), -z + 2 * (0 - baseline_1)], atol=1e-12)
 
 
@@ -112,8 +112,8 @@ def test_gigpo_by_hand():
     state = ["start", "hall", "start", "x", "hall", "hall"]
     success = [1, 1, 1, 1, 1, 0]
     adv = compute_advantages(group, episode, t, reward, state, success, estimator="gigpo", gamma=0.9)
-    # mu = 2/3, population sigma = sqrt(2)/3: z = (1 - 2/3) / (sqrt(2)/3) = 1/sqrt(2); failure -2/sqrt(2).
-    episode_z = np.array([1, 1, 1, 1, 1, -2]) / math.sqrt(2) * (math.sqrt(2) / 3) / (math.sqrt(2) / 3 + 1e-6)
+    # mu = 2/3, unbiased sigma = sqrt(1/3): z = (1 - 2/3) / sqrt(1/3) = 1/sqrt(3); failure -2/sqrt(3).
+    episode_z = np.array([1, 1, 1, 1, 1, -2]) / 3 / (math.sqrt(1 / 3) + 1e-6)
     hall = np.array([1.0, 1.0, 0.0])  # R_t at the three "hall" rows (rows 1, 4, 5)
     hall_z = (hall - hall.mean()) / (np.std(hall, ddof=1) + 1e-6)
     start = np.array([0.9, 0.81])  # R_0 of episodes 0 and 1
@@ -173,11 +173,12 @@ def test_zscore_identities_appendix_a1(p_successes):
     success = [1] * p_successes + [0] * (n - p_successes)
     adv = compute_advantages([0] * n, list(range(n)), [0] * n, success, ["s"] * n, success, estimator="grpo")
     p = p_successes / n
-    sigma = math.sqrt(p * (1 - p))
-    scale = sigma / (sigma + 1e-6)  # the epsilon of Eq. 5
+    # The unbiased sigma is sqrt(N / (N - 1)) times the population sqrt(p (1 - p)) of the appendix's identities.
+    sigma = math.sqrt(p * (1 - p) * n / (n - 1))
+    scale = sigma / (sigma + 1e-6) * math.sqrt((n - 1) / n)  # the epsilon of Eq. 5 and the N/(N-1) correction
     assert adv[0] == pytest.approx(math.sqrt((1 - p) / p) * scale, abs=1e-9)
     assert adv[-1] == pytest.approx(-math.sqrt(p / (1 - p)) * scale, abs=1e-9)
-    # zfail(p) = -1 / zsucc(p): the inversion symmetry of Eq. 20.
+    # zfail(p) = -1 / zsucc(p): the inversion symmetry of Eq. 20, up to the same constant factor.
     assert adv[0] * adv[-1] == pytest.approx(-(scale**2), abs=1e-9)
 
 
@@ -376,6 +377,7 @@ GOOD = dict(group_id=[0, 0], episode_id=[0, 1], t=[0, 0], reward=[1.0, 0.0], sta
         ({}, dict(penalty=[0.1j, 0.0]), "penalty must hold real numbers"),
         ({}, dict(penalty=["x", "y"]), "penalty must be numeric"),
         ({}, dict(estimator="proxmo_official", beta=0.3), "fixed strength"),
+        ({}, dict(estimator="gigpo_official", gigpo_norm="std_norm"), "gigpo_norm must be one of"),
     ],
 )
 def test_bad_input_raises_clear_error(override, kwargs, message):

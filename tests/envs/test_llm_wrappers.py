@@ -7,13 +7,18 @@ import math
 import random
 import re
 import string
+import warnings
 
 import gymnasium as gym
 import pytest
 from gymnasium.spaces.utils import flatdim, flatten
+from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from envs import ALFWORLD as ALFWORLD_ID
+from envs import HOUSEHOLD as HOUSEHOLD_ID
+from envs import WEBSHOP as WEBSHOP_ID
 from envs.llm_wrappers import (
     CUT_MARK,
     DEFAULT_MAX_ACTION_CHARS,
@@ -584,6 +589,52 @@ def test_make_llm_env_by_id_passes_env_kwargs() -> None:
     _, reward, _, _, info = env.step("")
     assert reward == 0.0 and info["invalid_penalty"] == 0.25
     assert isinstance(env, PromptWrapper) and isinstance(env.env, ActionParsingWrapper)
+
+
+# --------------------------------------------------------------------------- Gymnasium's conventions
+
+#: The checker's note that it was handed a wrapped env: these tests check the LLM-facing stack on purpose.
+WRAPPED_NOTE = "is different from the unwrapped version"
+
+
+def assert_follows_gymnasium(env: gym.Env) -> None:
+    """Gymnasium's checker passes on the LLM-facing ``env`` without a warning, and its spec rebuilds it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env, skip_render_check=True)
+    assert not [str(w.message) for w in caught if WRAPPED_NOTE not in str(w.message)]
+    again = gym.make(env.spec)
+    assert again.spec == env.spec and [w.class_name() for w in (again, again.env)] == [
+        "PromptWrapper",
+        "ActionParsingWrapper",
+    ]
+    assert again.reset(seed=4) == env.reset(seed=4)
+    output = respond(again.unwrapped.noop_action)
+    assert again.step(output) == env.step(output)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "env_kwargs"),
+    [
+        ("tests.text_env:TextGuess-v0", {}),
+        (HOUSEHOLD_ID, {}),
+        (WEBSHOP_ID, {"split": "test"}),
+        (ALFWORLD_ID, {"num_games": 1}),
+    ],
+)
+def test_llm_facing_envs_pass_gymnasiums_checker_and_rebuild_from_their_spec(env_id, env_kwargs, tmp_path) -> None:
+    if env_id == ALFWORLD_ID:
+        env_kwargs = {**env_kwargs, "cache_dir": tmp_path}
+    env = make_llm_env(env_id, history_length=1, invalid_action_penalty=0.25, require_think=False, **env_kwargs)
+    assert env.spec.additional_wrappers[-1].kwargs == {"template": None, "history_length": 1, "max_action_chars": 256}
+    assert env.spec.additional_wrappers[-2].kwargs["invalid_action_penalty"] == 0.25
+    assert_follows_gymnasium(env)
+
+
+def test_a_spec_with_a_custom_template_rebuilds_the_same_prompts() -> None:
+    env = make_llm_env("tests.text_env:TextGuess-v0", template="alfworld-numbered")
+    assert env.spec.to_json()  # plain settings: the spec serialises
+    assert_follows_gymnasium(env)
 
 
 # --------------------------------------------------------------------------- TextSpace

@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 from envs.llm_wrappers import make_llm_env
 from rllib_proxmo.testing import build_tiny_chat_model
+from tests.envs.test_llm_wrappers import assert_follows_gymnasium
 from tuned_examples import custom_text_env as example
 
 REQUIRED_INFO = {"state", "task_id", "task_type", "won", "task", "admissible_actions"}
@@ -45,6 +46,10 @@ def test_example_env_keeps_the_contract_proxmo_relies_on():
     assert "open the door with the blue button" in prompt and "press green" in prompt
     *_, info = llm_env.step("I would rather dance.")
     assert info["parsed_action"] is None and info["state"] == "Nothing happens."
+
+
+def test_example_env_behind_the_llm_wrappers_passes_gymnasiums_checker():
+    assert_follows_gymnasium(make_llm_env("Door-v0", require_think=False))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from ray.tune.registry import register_env
 
 from envs import ALFWORLD_TASK_TYPES
+from rllib_proxmo.algorithm.torch.proxmo_torch_learner import SAMPLER_LOGP_GAP_MAX
 from rllib_proxmo.experiments.checkpoints import (
     JOB_STATE_FILE,
     InsufficientSpaceError,
@@ -45,6 +46,7 @@ from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_
 from rllib_proxmo.experiments.runtime import quiet_framework_output
 from rllib_proxmo.experiments.scale import CPU
 from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
+from rllib_proxmo.rollout.engines.vllm_engine import installed_build
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import DEFAULT_BUTTONS, TextGuessEnv
 
@@ -344,6 +346,19 @@ def test_tiny_run_goes_on_with_one_warning_when_the_store_is_unreachable(tiny_mo
     assert summary["mlflow_run_id"] is None and summary["tracking_uri"] is None
     assert summary["plot"].exists() and summary["evaluation_md"].exists() and Path(summary["checkpoint"]).exists()
     assert len(summary["history"]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(installed_build() != "cpu", reason="needs vLLM's CPU build (make install adds it)")
+def test_tiny_run_samples_with_vllm_on_cpu_env_runners(ray_session, tmp_path):
+    # vLLM's CPU attention needs heads of 32 or more: 2 heads of 64.
+    words = ["press", "look", "help", "<action>", "</action>", *DEFAULT_BUTTONS]
+    model = str(build_tiny_chat_model(tmp_path / "tiny", words, hidden_size=128, num_heads=2))
+    vllm_runners = ("--engine", "vllm", "--num-env-runners", "1", "--no-mlflow")
+    summary = train(_tiny_run_args(model, tmp_path / "out", *vllm_runners))
+    [row] = summary["history"]
+    assert row[SAMPLER_LOGP_GAP_MAX] <= 1e-4
+    assert summary["evaluation_md"].exists() and Path(summary["checkpoint"]).exists()
 
 
 def test_checkpoint_every_defaults_to_the_cpu_size_and_resume_needs_a_checkpoint(tmp_path, capsys):

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
 from rllib_proxmo.experiments.plots import plot_success_bands
-from rllib_proxmo.experiments.report import build_report, main
+from rllib_proxmo.experiments.report import build_report, estimator_forms, main
 from rllib_proxmo.experiments.tracking import RunTracker
 
 #: (estimator, seed) -> success rate per iteration (1, 2, 3) and per task type at the end.
@@ -161,3 +161,10 @@ def test_success_bands_refuse_an_empty_plot(tmp_path):
         plot_success_bands({}, tmp_path / "x.png", "t")
     with pytest.raises(ValueError, match="group 'a' has no success-rate point"):
         plot_success_bands({"a": [[]]}, tmp_path / "x.png", "t")
+
+
+def test_estimator_forms_label_paper_equations_and_shipped_code():
+    assert estimator_forms(["gigpo_official", "grpo", "grpo", "tau=0.1"]) == (
+        "Estimators: gigpo_official: as its authors ship it; grpo: paper equations."
+    )
+    assert estimator_forms(["0.1", "0.5"]) == ""

@@ -130,6 +130,7 @@ def test_run_tags_come_from_the_algorithm_config():
         "gamma": str(config.gamma),
         "omega": str(config.omega),
         "psa_scope": "group",
+        "gigpo_norm": config.gigpo_norm,
     }
 
 

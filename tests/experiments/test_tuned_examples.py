@@ -312,3 +312,14 @@ def test_tune_runs_two_trials_that_log_to_mlflow(tmp_path, monkeypatch):
 
     text, images = build_report(client, ["proxmo-alfworld"], tmp_path / "report")
     assert "| proxmo | 2 |" in text and images[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize(("script", "norm"), [("gigpo_alfworld", "mean_std_norm"), ("gigpo_webshop", "mean_norm")])
+def test_baselines_shipped_runs_verl_agents_gigpo_with_the_recipes_normalisation(script, norm):
+    experiment = _load(REPO / "tuned_examples" / f"{script}.py").EXPERIMENT
+    assert experiments.parse_args(experiment, ["--cpu"]).estimators == ["gigpo"]
+    args = experiments.parse_args(experiment, ["--cpu", "--baselines", "shipped"])
+    assert args.estimators == ["gigpo_official"]
+    config = experiments.build_config(experiment, args)
+    config.validate()
+    assert config.advantage_config.gigpo_norm == norm

