@@ -21,6 +21,7 @@ from pathlib import Path
 
 from envs import ALFWORLD
 from rllib_proxmo.experiments.scale import CPU, env_configs
+from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE, ENGINES
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--minibatch-size", type=int, default=CPU.minibatch_size, help="turns per optimizer step")
     parser.add_argument("--micro-batch-size", type=int, default=CPU.micro_batch_size)
     parser.add_argument("--num-env-runners", type=int, default=0, help="0 = sample on the driver")
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="the env runners' engine")
     parser.add_argument("--stop-iters", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args()
@@ -51,12 +53,19 @@ def main() -> None:
 
     start_ray(num_cpus=max(2, args.num_env_runners + 1))
     env_config = env_configs(args.env, replace(CPU, num_games=args.num_games))[0]
+    model_config = {
+        **CPU.model_config(args.env, args.model),
+        "max_new_tokens": args.max_new_tokens,
+        "engine": args.engine,
+    }
+    if args.engine != "hf":  # only the HF engine keeps the trunk output the learner could continue from
+        model_config.pop("reuse_sampler_trunk", None)
     config = (
         ProxMOConfig()
         .environment(args.env, env_config=env_config)
         .env_runners(num_env_runners=args.num_env_runners)
         .learners(num_learners=0)
-        .rl_module(model_config={**CPU.model_config(args.env, args.model), "max_new_tokens": args.max_new_tokens})
+        .rl_module(model_config=model_config)
         .training(
             lr=CPU.lr,
             old_logp_source=CPU.old_logp_source,

@@ -73,8 +73,9 @@ def add_engine_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         "--engine",
         choices=ENGINES,
         default=DEFAULT_ENGINE,
-        help="inference engine of the env runners: hf (Hugging Face generate) or vllm (remote env runners "
-        f"with a GPU each, pip install 'rllib-proxmo[vllm]'; not yet run) (default {DEFAULT_ENGINE})",
+        help="inference engine of the env runners: hf (Hugging Face generate) or vllm (remote env runners: "
+        "vLLM's CPU build on their CPU cores, as make install sets up without CUDA, or its CUDA build with "
+        f"a GPU each, pip install 'rllib-proxmo[vllm]') (default {DEFAULT_ENGINE})",
     )
 
 

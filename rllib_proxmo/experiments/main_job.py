@@ -37,8 +37,9 @@ store gives one warning and training goes on.
     python -m rllib_proxmo.train --stop-iters 50 --time-budget-min 600 \\
         --num-env-runners 4 --num-learners 2 --num-gpus-per-learner 1 --address auto
     python -m rllib_proxmo.train --env WebShop-v0 --no-mlflow
-    python -m rllib_proxmo.train --engine vllm --num-env-runners 1 --num-gpus-per-env-runner 1 \
-        --num-gpus-per-learner 1 --model /models/qwen2.5-1.5b-instruct   # vLLM sampling (not yet run)
+    python -m rllib_proxmo.train --engine vllm --num-env-runners 1          # vLLM's CPU build (make install)
+    python -m rllib_proxmo.train --engine vllm --num-env-runners 1 --num-gpus-per-env-runner 1 \\
+        --num-gpus-per-learner 1 --model /models/qwen2.5-1.5b-instruct   # vLLM on GPUs (not yet run)
     python -m rllib_proxmo.train --resume results/<run-name> --stop-iters 80
 
 SIGINT or SIGTERM (:mod:`rllib_proxmo.experiments.interrupt`) lets the running iteration
@@ -343,11 +344,14 @@ def _duration(seconds: float) -> str:
 
 
 def progress_line(iteration: int, planned: int, row: Mapping[str, float], eta_s: float) -> str:
-    """``iter k/K | success .. | format-valid .. | tokens/s .. | iter .. s | ETA ..``."""
+    """``iter k/K | success .. | format-valid .. | tokens/s .. | iter .. s | ETA ..`` (and ``| sampler gap ..``
+    where the learner compared its log-probs with the sampler's)."""
+    gap = row.get("sampler_logp_gap_max")
     return (
         f"iter {iteration}/{planned} | success {row['success_rate']:.2f} | "
         f"format-valid {row['format_valid_rate']:.2f} | tokens/s {row['generated_tokens_per_s']:.1f} | "
         f"iter {row['time_iteration_s']:.1f} s | ETA {_duration(eta_s)}"
+        + ("" if gap is None else f" | sampler gap {gap:.1e}")
     )
 
 

@@ -153,6 +153,8 @@ def test_progress_line_shows_iteration_rates_throughput_and_eta():
     row = {"success_rate": 0.25, "format_valid_rate": 0.875, "generated_tokens_per_s": 41.25, "time_iteration_s": 160}
     line = progress_line(3, 5, row, eta_s=320.4)
     assert line == "iter 3/5 | success 0.25 | format-valid 0.88 | tokens/s 41.2 | iter 160.0 s | ETA 5m20s"
+    row["sampler_logp_gap_max"] = 3.14e-6
+    assert progress_line(3, 5, row, eta_s=320.4).endswith("| ETA 5m20s | sampler gap 3.1e-06")
 
 
 def test_evaluation_tables_use_the_paper_columns(tmp_path):

@@ -32,6 +32,7 @@ from rllib_proxmo.experiments.report import build_report
 from rllib_proxmo.experiments.scale import CPU, PAPER
 from rllib_proxmo.experiments.tracking import flatten_params, run_tags
 from rllib_proxmo.experiments.tune_cli import Experiment
+from rllib_proxmo.rollout.engines.vllm_engine import installed_build
 from rllib_proxmo.testing import build_tiny_chat_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -279,6 +280,20 @@ def test_mlflow_tracking_records_every_trial_as_the_main_job_records_its_run(tmp
     assert [(m.step, m.value) for m in success] == [(1, 0.0), (2, 0.25)]
     assert [m.step for m in client.get_metric_history(first, "evaluation/env_runners/success_rate")] == [2]
     assert not any(key.startswith("config/") for key in runs[str(trials[0])].data.metrics)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(installed_build() != "cpu", reason="needs vLLM's CPU build (make install adds it)")
+def test_a_tuned_example_runs_an_iteration_with_vllm_on_cpu_runners(tmp_path):
+    # vLLM's CPU attention needs heads of 32 or more: 2 heads of 64.
+    words = "go to take put open look cabinet drawer 1 2 <action> </action> <think> </think>".split()
+    model = build_tiny_chat_model(tmp_path / "tiny", words, hidden_size=128, num_heads=2)
+    experiment = _load(REPO / "tuned_examples" / "proxmo_alfworld.py").EXPERIMENT
+    argv = ["--cpu", "--model", str(model), "--seeds", "0", "--stop-iters", "1", "--no-tune", "--no-mlflow"]
+    [result] = tune_cli.main(experiment, [*argv, "--engine", "vllm", "--num-env-runners", "1"])
+    assert result["training_iteration"] == 1
+    assert result["env_runners"]["num_episodes"] == CPU.tasks_per_iteration * CPU.group_size
+    assert result["learners"]["default_policy"]["sampler_logp_gap_max"] <= 1e-4
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ weights'. Sampling is checked against the learner's scoring of what was drawn.
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 import ray
@@ -194,6 +195,14 @@ def test_stop_ids_end_a_response_and_max_new_tokens_cuts_one(tied_dir):
         assert len(generation.logprobs) == len(generation.token_ids)
     long_run = engine.generate(PROMPTS * 8, SamplingParams(max_new_tokens=12, temperature=1.5, seed=6))
     assert any(g.stopped for g in long_run)
+
+
+def test_the_engine_starts_after_numba_was_imported(tied_dir):
+    import bm25s  # noqa: F401  (what the WebShop env imports: numba, llvmlite)
+
+    assert "llvmlite.binding.ffi" in sys.modules
+    _, _, engine = _pair(tied_dir)
+    assert len(engine.generate(PROMPTS, SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))) == len(PROMPTS)
 
 
 def test_an_over_long_prompt_is_refused_with_the_lengths(tied_dir):

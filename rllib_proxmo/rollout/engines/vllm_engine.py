@@ -51,6 +51,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -518,6 +519,21 @@ def build_problems(model_dir: Path, device: torch.device) -> list[str]:
     return problems
 
 
+def answer_vllms_module_scan() -> None:
+    """Let vLLM 0.32's CPU start-up scan the modules numba loaded.
+
+    At start-up vLLM's CPU platform rebinds Triton kernels by reading ``vars(value)`` of
+    every attribute of every imported module. llvmlite's ``binding.ffi.lib`` (imported
+    with numba, e.g. by bm25s in the WebShop env) wraps any unknown attribute lazily,
+    ``__dict__`` included, so the scan gets a function wrapper instead of a dict and the
+    engine fails to start (``'_lib_fn_wrapper' object has no attribute 'get'``). Giving
+    the wrapper an empty ``__dict__`` entry ends that.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    if ffi is not None and hasattr(ffi, "lib"):
+        ffi.lib._fntab.setdefault("__dict__", {})
+
+
 def cpu_engine_kwargs(settings: VLLMSettings, num_threads: int) -> dict[str, Any]:
     """``vllm.LLM`` keywords of a CPU runner, after fixing its threads and (no) core binding.
 
@@ -528,6 +544,7 @@ def cpu_engine_kwargs(settings: VLLMSettings, num_threads: int) -> dict[str, Any
     """
     torch.set_num_threads(num_threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    answer_vllms_module_scan()
     return {
         "kv_cache_memory_bytes": int(settings.cpu_kv_cache_gib * 2**30),
         # Whole prompts per step: the seeded CPU sampler fails on a chunked prefill.
@@ -600,6 +617,8 @@ class VLLMEngine:
             }
         # The engine core in this process: weights load by a call, not a pickled message.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # vLLM's start-up report is many INFO lines per runner; VLLM_LOGGING_LEVEL=INFO shows it.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
         llm = LLM(
