@@ -32,14 +32,18 @@ Checks (in order):
 - ``vllm_engine``: the HF and the vLLM engine on the same bf16 weights pushed from a
   learner (64 prompts = 8 groups of 8, 64 new tokens, temperature 0.8): new tokens/s of
   each, max / mean sampler gap of each, cut rate, distinct responses per group, the
-  time of one vLLM weight push; fails when vLLM's mean gap exceeds max(0.05, 4 x HF's).
-  Skipped without vllm installed.
+  time of one vLLM weight push; then vLLM in sleep mode: pause (weights and KV cache
+  discarded), a push of new weights (wake -> load -> wake KV cache) and the gap of a
+  fresh sample against them. Fails when vLLM's mean gap exceeds max(0.05, 4 x HF's),
+  before or after sleeping. Skipped without vllm installed.
 - ``env_runner_on_gpu``: one ProxMO iteration with a remote env runner given
   ``num_gpus_per_env_runner=1``: the runner's device and parameters are on CUDA and it
   holds the learner's weights after the sync; tokens/s, cut rate, learner gap metrics.
 - ``alfworld_iteration``: one ProxMO iteration on generated ALFWorld games with the
   learner on the GPU; the ``proxmo`` time split of the result.
 - ``ddp_nccl``: two DDP learners over NCCL (needs >= 2 GPUs).
+- ``fsdp_nccl``: two sharded (FSDP2) bf16 learners against two DDP learners on one update:
+  loss and grad-norm gaps, step time, peak GPU memory per learner (needs >= 2 GPUs).
 """
 
 from __future__ import annotations
@@ -339,6 +343,7 @@ def check_vllm_engine(context: Context) -> dict[str, Any]:
         "temperature": temperature,
         "max_new_tokens": max_new_tokens,
         "vllm_gpu_memory_utilization": 0.4,
+        "vllm_sleep_mode": True,
     }
     learner = LLMRLModule(model_config=config, inference_only=False).to("cuda")
     with torch.no_grad():  # weights the checkpoint on disk does not hold: the push must carry them
@@ -374,7 +379,20 @@ def check_vllm_engine(context: Context) -> dict[str, Any]:
         figures[f"{name}_distinct_responses_per_group"] = sum(
             len({g.token_ids for g in generations[k : k + 8]}) for k in range(0, len(generations), 8)
         ) / (len(generations) // 8)
-    if figures["vllm_gap_mean"] > max(0.05, 4 * figures["hf_gap_mean"]):
+    # Sleep mode: the pause discards weights and KV cache; the next push wakes, reloads every weight, wakes the cache.
+    engines["vllm"].pause()
+    with torch.no_grad():
+        for parameter in learner.model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    state = learner.get_state(inference_only=True)
+    vllm_runner.set_state(state)
+    start = time.perf_counter()
+    engines["vllm"].update_weights(state)
+    figures["vllm_wake_and_push_s"] = time.perf_counter() - start
+    gaps = _sampler_gaps(learner, prompts, engines["vllm"].generate(prompts, params))
+    figures["vllm_gap_mean_after_sleep"] = float(gaps.mean())
+    limit = max(0.05, 4 * figures["hf_gap_mean"])
+    if max(figures["vllm_gap_mean"], figures["vllm_gap_mean_after_sleep"]) > limit:
         raise AssertionError(f"vLLM's sampler log-probs are not the learner's: {figures}")
     return figures
 
@@ -503,6 +521,62 @@ def check_ddp_nccl(context: Context) -> dict[str, Any]:
         raise AssertionError(f"the learners did not train on GPUs over NCCL: {placements}")
     learner = result["learners"][DEFAULT_MODULE_ID]
     return {"learner_placements": placements, **{key: learner[key] for key in LEARNER_FIGURES if key in learner}}
+
+
+# ------------------------------------------------------- (f) FSDP2 on NCCL
+def _two_gpu_update(context: Context, sharding: str, episodes: list) -> dict[str, Any]:
+    """One update of 2 bf16 learners (one GPU each): loss, grad norm, step time, peak GPU memory per learner."""
+    import ray
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from envs.spaces import TextSpace
+    from rllib_proxmo.algorithm.sharding import shard_by_group
+
+    config = (
+        _learner_config(context, dtype="bfloat16")
+        .learners(num_learners=2, num_gpus_per_learner=1, sharding=sharding)
+        .training(lr=1e-5, minibatch_size=len(episodes), micro_batch_size=4)
+        .debugging(seed=0)
+    )
+    group = config.build_learner_group(spaces={DEFAULT_MODULE_ID: (TextSpace(), TextSpace())})
+    try:
+        refs = [ray.put(shard) for shard in shard_by_group(episodes, 2)]
+        start = time.perf_counter()
+        results = group.update(episodes_refs=refs, num_epochs=1)
+        step_s = time.perf_counter() - start
+        peaks = [call.get() for call in group.foreach_learner(lambda learner: torch.cuda.max_memory_allocated())]
+    finally:
+        group.shutdown()
+    mean = {key: sum(r[DEFAULT_MODULE_ID][key].peek() for r in results) / 2 for key in ("policy_loss", "grad_norm")}
+    return {**mean, "step_s": step_s, "peak_gib": max(peaks) / 2**30}
+
+
+@check("fsdp_nccl", packages=("ray",), min_gpus=2)
+def check_fsdp_nccl(context: Context) -> dict[str, Any]:
+    """Two sharded learners against two DDP learners on the same update: parity, memory, step time."""
+    import dataclasses
+
+    import ray
+    from transformers import AutoConfig
+
+    from rllib_proxmo.experiments.runtime import start_ray
+
+    vocab_size = AutoConfig.from_pretrained(context.model_dir).vocab_size
+    episodes = [
+        dataclasses.replace(episode, group_id=f"group-{index % 2}")
+        for index, episode in enumerate(_random_episodes(vocab_size, 16, seed=0))
+    ]
+    start_ray(num_cpus=3, num_gpus=2)
+    try:
+        runs = {sharding: _two_gpu_update(context, sharding, episodes) for sharding in ("ddp", "fsdp")}
+    finally:
+        ray.shutdown()
+    gaps = {key: abs(runs["fsdp"][key] - runs["ddp"][key]) for key in ("policy_loss", "grad_norm")}
+    # bf16 compute: both sides round alike but reduce in a different order.
+    if gaps["grad_norm"] > 1e-2 * runs["ddp"]["grad_norm"]:
+        raise AssertionError(f"sharded and DDP learners disagree: {runs}")
+    figures = {f"{sharding}_{key}": value for sharding, run in runs.items() for key, value in run.items()}
+    return {**figures, **{f"gap_{key}": value for key, value in gaps.items()}}
 
 
 # ------------------------------------------------------------------- driver

@@ -63,6 +63,7 @@ from ray.rllib.core import (
     COMPONENT_LEARNER_GROUP,
     COMPONENT_RL_MODULE,
 )
+from ray.rllib.core.learner.learner_group import LearnerGroup
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -77,7 +78,8 @@ from ray.tune.registry import register_trainable
 from envs.llm_wrappers import check_llm_env_settings
 from rllib_proxmo.advantages import AdvantageConfig
 from rllib_proxmo.algorithm.group_advantages import GroupAdvantages
-from rllib_proxmo.algorithm.sharding import group_episodes, shard_by_group
+from rllib_proxmo.algorithm.sharded_learner_group import ShardedLearnerGroup
+from rllib_proxmo.algorithm.sharding import DEFAULT_SHARDING, SHARDINGS, group_episodes, shard_by_group
 from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
 from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
 from rllib_proxmo.algorithm.torch.model_loading import check_model_available
@@ -176,6 +178,8 @@ class ProxMOConfig(AlgorithmConfig):
         self.evaluation_group_size = 1
         self.env_runner_cls = GroupedEnvRunner
         self.num_env_runners = 0
+        # Every learner holds the whole model (RLlib's DDP); "fsdp" shards it over the learners.
+        self.sharding = DEFAULT_SHARDING
         # GroupedEnvRunner's spaces are fixed. Given here, RLlib does not ask the first remote
         # runner for them (a runner that failed to build answered with an IndexError) and builds
         # the local runner, whose construction error is then raised as it is.
@@ -274,6 +278,32 @@ class ProxMOConfig(AlgorithmConfig):
             if value is not NotProvided:
                 setattr(self, name, list(value) if name == "task_ids" and value is not None else value)
         return self
+
+    def learners(self, *, sharding: str = NotProvided, **kwargs: Any) -> ProxMOConfig:
+        """RLlib's learner settings plus how the learners split the model.
+
+        Args:
+            sharding: "ddp" (every learner holds the whole model, gradients all-reduced) or
+                "fsdp" (FSDP2: weights, gradients and AdamW moments sharded over the learners,
+                :mod:`rllib_proxmo.algorithm.torch.fsdp`; needs ``num_learners >= 2`` and full
+                fine-tuning, no ``lora`` or ``trainable_layers``). Memory per GPU of each:
+                docs/design.md, "Sharded learners".
+        """
+        super().learners(**kwargs)
+        if sharding is not NotProvided:
+            self.sharding = sharding
+        return self
+
+    def build_learner_group(
+        self, *, env: Any = None, spaces: Any = None, rl_module_spec: Any = None, placement_group: Any = None
+    ) -> LearnerGroup:
+        """RLlib's learner group; with ``sharding="fsdp"`` a :class:`ShardedLearnerGroup`."""
+        if self.sharding != "fsdp":
+            return super().build_learner_group(
+                env=env, spaces=spaces, rl_module_spec=rl_module_spec, placement_group=placement_group
+            )
+        spec = rl_module_spec or self.get_multi_rl_module_spec(env=env, spaces=spaces)
+        return ShardedLearnerGroup(config=self.copy(), module_spec=spec, placement_group=placement_group)
 
     def evaluation(
         self, *, evaluation_num_tasks: int = NotProvided, evaluation_group_size: int = NotProvided, **kwargs: Any
@@ -376,10 +406,30 @@ class ProxMOConfig(AlgorithmConfig):
                 f"({self.num_learners}): learners receive whole task groups",
             ),
             ("model_name_or_path" in self.model_config, "rl_module(model_config=...) must set model_name_or_path"),
+            (self.sharding in SHARDINGS, f"sharding must be one of {list(SHARDINGS)}, got {self.sharding!r}"),
+            *self._sharding_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 self._value_error(message)
+
+    def _sharding_checks(self) -> list[tuple[bool, str]]:
+        """Conditions of ``sharding="fsdp"`` (none for "ddp")."""
+        if self.sharding != "fsdp":
+            return []
+        subset = [key for key in ("lora", "trainable_layers") if self.model_config.get(key) is not None]
+        return [
+            (
+                self.num_learners >= 2,
+                f"sharding='fsdp' shards the model over remote learners: set learners(num_learners=N) with N >= 2 "
+                f"(got {self.num_learners}); one learner holds the whole model anyway (sharding='ddp')",
+            ),
+            (
+                not subset,
+                f"sharding='fsdp' is for full fine-tuning, but model_config sets {subset}: a LoRA adapter or a "
+                "few top layers train few weights, and their memory fits without sharding (sharding='ddp')",
+            ),
+        ]
 
 
 class ProxMO(Algorithm):

@@ -1,8 +1,10 @@
-"""Split an iteration's episodes across learners without splitting task groups.
+"""How learners split the work: whole task groups per learner, and the model itself.
 
 RLlib's own episode sharding balances by episode length and cuts groups apart; the
 advantage term and the token-mean loss need whole groups per shard, and balanced
-token counts keep DDP learners in step.
+token counts keep DDP learners in step. :data:`SHARDINGS` names how the learners hold
+the model (``ProxMOConfig.learners(sharding=...)``; importable without torch, for the
+command lines).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rllib_proxmo.rollout.episodes import TextEpisode
+
+#: Values of ``sharding``: every learner holds the whole model (RLlib's DDP), or FSDP2 shards it over them.
+SHARDINGS = ("ddp", "fsdp")
+DEFAULT_SHARDING = "ddp"
 
 
 def group_episodes(episodes: Sequence[TextEpisode]) -> dict[str, list[TextEpisode]]:

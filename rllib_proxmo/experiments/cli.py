@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from rllib_proxmo.advantages import AdvantageConfig
+from rllib_proxmo.algorithm.sharding import DEFAULT_SHARDING, SHARDINGS
 from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE, ENGINES
 
 #: Default of ``--checkpoint-artifact-max-mb``: larger checkpoints are tagged, not copied into MLflow.
@@ -76,6 +77,17 @@ def add_engine_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         help="inference engine of the env runners: hf (Hugging Face generate) or vllm (remote env runners: "
         "vLLM's CPU build on their CPU cores, as make install sets up without CUDA, or its CUDA build with "
         f"a GPU each, pip install 'rllib-proxmo[vllm]') (default {DEFAULT_ENGINE})",
+    )
+
+
+def add_sharding_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None) -> None:
+    """``--sharding ddp|fsdp``: how the learners hold the model (``ProxMOConfig.learners(sharding=...)``)."""
+    parser.add_argument(
+        "--sharding",
+        choices=SHARDINGS,
+        default=default,
+        help="ddp: every learner holds the whole model; fsdp: FSDP2 shards weights, gradients and optimizer state "
+        f"over the learners (--num-learners >= 2, full fine-tuning) (default {DEFAULT_SHARDING})",
     )
 
 

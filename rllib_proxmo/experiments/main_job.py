@@ -63,9 +63,11 @@ from pathlib import Path
 from typing import Any
 
 from envs import ALFWORLD
+from rllib_proxmo.algorithm.sharding import DEFAULT_SHARDING
 from rllib_proxmo.experiments.cli import (
     add_advantage_arguments,
     add_engine_argument,
+    add_sharding_argument,
     add_tracking_arguments,
     advantage_settings,
     json_object,
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-gpus-per-env-runner", type=float, default=0.0, help="GPUs per remote env runner (default 0)"
     )
     add_engine_argument(scale)
+    add_sharding_argument(scale, DEFAULT_SHARDING)
     scale.add_argument(
         "--num-gpus-per-learner",
         type=non_negative_int,
@@ -293,7 +296,9 @@ def build_config(args: argparse.Namespace) -> Any:
         ProxMOConfig()
         .environment(args.env, env_config=train_env)
         .env_runners(num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner)
-        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
+        .learners(
+            num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner, sharding=args.sharding
+        )
         .rl_module(model_config=model_config)
         .training(**training)
         .evaluation(

@@ -27,7 +27,9 @@ Flags:
   ``--seeds`` (every grid point runs with each), ``--estimators``, ``--baselines`` (``paper``:
   the estimators as named; ``shipped``: ``grpo``, ``gigpo`` and ``proxmo`` replaced by the
   ``*_official`` estimators that run their authors' code, :data:`SHIPPED_VERSION`), ``--stop-success``,
-  ``--num-gpus-per-env-runner``, ``--engine`` (``hf`` or ``vllm``: ``model_config["engine"]``);
+  ``--num-gpus-per-env-runner``, ``--micro-batch-size``, ``--engine`` (``hf`` or ``vllm``: ``model_config["engine"]``),
+  ``--sharding`` (``ddp`` or ``fsdp``: ``ProxMOConfig.learners(sharding=...)``; an experiment's
+  :attr:`Experiment.paper_defaults` may set it and the other unset flags at paper scale);
 - ``--tracking-uri`` / ``--experiment-name`` / ``--checkpoint-artifact-max-mb`` /
   ``--no-mlflow``: the MLflow store every Tune trial is recorded in
   (:func:`rllib_proxmo.experiments.cli.add_tracking_arguments`).
@@ -42,7 +44,13 @@ from typing import Any
 
 from envs import WEBSHOP
 from rllib_proxmo.advantages import ADVANTAGE_HYPERPARAMETERS, SHIPPED_VERSION
-from rllib_proxmo.experiments.cli import add_engine_argument, add_tracking_arguments
+from rllib_proxmo.algorithm.sharding import DEFAULT_SHARDING
+from rllib_proxmo.experiments.cli import (
+    add_engine_argument,
+    add_sharding_argument,
+    add_tracking_arguments,
+    positive_int,
+)
 from rllib_proxmo.experiments.preflight import validate_tune_args
 from rllib_proxmo.experiments.scale import CPU, EVALUATION_SPLITS, PAPER
 
@@ -86,6 +94,9 @@ class Experiment:
         grid: Training settings swept (one ``tune.grid_search`` each), e.g.
             ``{"alpha": [1.0, 2.0, 4.0]}``.
         seeds: Default ``--seeds``.
+        paper_defaults: Values of flags the command line leaves unset (``--model``,
+            ``--num-learners``, ``--sharding``, ...) at paper scale, e.g. a 7B run's model
+            and sharded learners; not applied with ``--cpu``.
         description: What the script reproduces, its hardware and time (the
             script's docstring); shown by ``--help``.
     """
@@ -95,6 +106,7 @@ class Experiment:
     estimators: tuple[str, ...]
     grid: Mapping[str, Sequence[float]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1, 2)
+    paper_defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -131,7 +143,18 @@ def make_parser(experiment: Experiment, parents: Sequence[argparse.ArgumentParse
         "--stop-success", type=float, help="also stop a trial once its training success rate reaches this"
     )
     parser.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
+    parser.add_argument(
+        "--micro-batch-size",
+        type=positive_int,
+        help="turns per gradient micro-batch (default: the scale's); lower it to fit the GPU's memory",
+    )
     add_engine_argument(parser)
+    add_sharding_argument(parser, default=None)
+    unsettable = sorted(name for name in experiment.paper_defaults if parser.get_default(name) is not None)
+    if unsettable:
+        raise ValueError(
+            f"experiment {experiment.name!r}: paper_defaults can only fill flags left unset, not {unsettable}"
+        )
     add_tracking_arguments(parser.add_argument_group("MLflow tracking of every Tune trial"), experiment.name)
     return parser
 
@@ -149,7 +172,13 @@ def parse_args(
     args = parser.parse_args(argv)
     scale = CPU if args.cpu else PAPER
     args.scale = scale
+    if not args.cpu:
+        for name, value in experiment.paper_defaults.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
     args.model = args.model or scale.model
+    args.sharding = args.sharding or DEFAULT_SHARDING
+    args.micro_batch_size = args.micro_batch_size or scale.micro_batch_size
     if args.baselines == "shipped":
         args.estimators = [SHIPPED_VERSION.get(name, name) for name in args.estimators]
     if args.stop_iters is None:

@@ -91,13 +91,17 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
             group_size=scale.group_size,
             max_turns=scale.max_turns,
             minibatch_size=scale.minibatch_size,
-            micro_batch_size=scale.micro_batch_size,
+            micro_batch_size=args.micro_batch_size,
             **{name: values[0] for name, values in experiment.grid.items()},
         )
         .debugging(seed=args.seeds[0])
     )
-    if args.num_env_runners is not None:  # RLlib's runner applies it too, but only after validate() ran here
+    # RLlib's runner applies the counts too, but only after validate() ran here.
+    if args.num_env_runners is not None:
         config.env_runners(num_env_runners=args.num_env_runners)
+    if args.num_learners is not None:
+        config.learners(num_learners=args.num_learners)
+    config.learners(sharding=args.sharding)
     if scale.evaluation_interval:
         config.evaluation(
             evaluation_interval=scale.evaluation_interval,

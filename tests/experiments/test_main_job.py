@@ -97,8 +97,11 @@ def test_scale_options_and_the_cluster_address(monkeypatch):
     assert args.address == "ray://head:10001" and args.num_learners == 2 and args.output == Path("results/big")
     config = build_config(args)
     assert config.num_learners == 2 and config.num_gpus_per_learner == 1 and config.num_env_runners == 4
-    assert config.model_config["dtype"] == "bfloat16"
+    assert config.model_config["dtype"] == "bfloat16" and config.sharding == "ddp"
     assert parse_args(["--address", "auto"]).address == "auto"
+    sharded = build_config(parse_args(["--num-learners", "2", "--sharding", "fsdp", "--trainable-layers", "0"]))
+    assert sharded.sharding == "fsdp" and "trainable_layers" not in sharded.model_config
+    sharded.validate()
 
 
 @pytest.mark.parametrize(

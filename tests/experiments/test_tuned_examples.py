@@ -92,7 +92,8 @@ def test_script_parses_and_builds_valid_configs_for_every_grid_point(script, cpu
             inspect.signature(ENV_CLASSES[experiment.env]).bind(**config.evaluation_config["env_config"])
         scale = CPU if cpu else PAPER
         assert args.stop_iters == scale.iterations
-        assert config.model_config["model_name_or_path"] == scale.model
+        paper_defaults = {} if cpu else experiment.paper_defaults
+        assert config.model_config["model_name_or_path"] == paper_defaults.get("model", scale.model)
         assert (config.tasks_per_iteration, config.group_size) == (scale.tasks_per_iteration, scale.group_size)
         assert config.env_config["max_steps"] == {ALFWORLD: 50, WEBSHOP: 15}[experiment.env]
         assert config.model_config.get("max_prompt_tokens") == (
@@ -100,6 +101,20 @@ def test_script_parses_and_builds_valid_configs_for_every_grid_point(script, cpu
         )
         if experiment.env == WEBSHOP:  # the release's binary reward at paper scale, the fractional score on CPU
             assert config.env_config["reward"] == ("score" if cpu else "success")
+
+
+def test_the_7b_example_shards_four_learners_at_paper_scale_and_flags_still_win():
+    experiment = _load(REPO / "tuned_examples" / "proxmo_alfworld_7b.py").EXPERIMENT
+    config = experiments.build_config(experiment, experiments.parse_args(experiment, []))
+    config.validate()
+    assert config.model_config["model_name_or_path"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert (config.sharding, config.num_learners, config.num_env_runners, config.micro_batch_size) == ("fsdp", 4, 4, 2)
+    overridden = experiments.parse_args(experiment, ["--num-learners", "8", "--sharding", "ddp"])
+    assert (overridden.num_learners, overridden.sharding, overridden.num_gpus_per_learner) == (8, "ddp", 1)
+    cpu = experiments.build_config(experiment, experiments.parse_args(experiment, ["--cpu"]))
+    assert (cpu.sharding, cpu.num_learners, cpu.model_config["model_name_or_path"]) == ("ddp", 0, CPU.model)
+    with pytest.raises(ValueError, match=r"paper_defaults can only fill flags left unset, not \['engine'\]"):
+        experiments.parse_args(Experiment("x", ALFWORLD, ("proxmo",), paper_defaults={"engine": "vllm"}), [])
 
 
 def test_paper_settings_are_the_releases():

@@ -63,6 +63,13 @@ of their tensors, as long as they are what the module loaded from there; restori
 checks the hash against the weights the module loaded and refuses a mismatch (the model
 files changed since). Frozen weights that differ from their source (a state loaded with
 other reference weights) are stored in full under ``"reference::<name>"``.
+
+Sharded learners (:meth:`LLMRLModule.shard`, :mod:`rllib_proxmo.algorithm.torch.fsdp`):
+:meth:`~LLMRLModule.get_state` gathers every shard one tensor at a time, so every learner
+must call it together; only those whose ``keeps_gathered_state`` is True keep the result
+(the others take part in the gathering and return the non-tensor entries only).
+:meth:`~LLMRLModule.set_state` takes full tensors on every learner and keeps each
+learner's shard of them.
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ import torch
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.typing import StateDict
 
-from rllib_proxmo.algorithm.torch import safetensors_io
+from rllib_proxmo.algorithm.torch import fsdp, safetensors_io
 from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm
 
 INPUT_IDS = "input_ids"
@@ -223,6 +230,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _laid_out_as(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full tensors of ``state`` as ``model`` holds its own: this learner's shards of sharded ones."""
+    own = model.state_dict()
+    return {k: fsdp.sharded_like(own[k], v) if k in own else v for k, v in state.items()}
+
+
 class LLMRLModule(TorchRLModule):
     """Policy = causal LM; action = generated response text (generation via an engine)."""
 
@@ -267,6 +280,23 @@ class LLMRLModule(TorchRLModule):
         if training:
             # Hashed now, while the frozen weights are certainly the source's (about 1 s per GB).
             self.source_sha256()
+        #: Whether get_state keeps the tensors it gathers from shards (False: only takes part).
+        self.keeps_gathered_state = True
+
+    def shard(self, mesh: Any) -> None:
+        """Shard the policy and the reference over ``mesh`` with FSDP2 (see :mod:`~rllib_proxmo.algorithm.torch.fsdp`).
+
+        The policy computes in :func:`autocast_dtype` over fp32 shards; the reference in its own dtype.
+
+        Raises:
+            ValueError: for a module that trains a subset of its weights (LoRA, ``trainable_layers``)
+                or holds no reference (an inference-only module).
+        """
+        if self.trains_subset or self._reference is None:
+            raise ValueError("sharded learners train every weight of a policy with a reference model")
+        compute = autocast_dtype(mesh.device_type, self.compute_dtype)
+        fsdp.shard_model(self.model, decoder_layers(self.model), mesh, compute)
+        fsdp.shard_model(self._reference, decoder_layers(self._reference), mesh, None)
 
     def to(self, *args: Any, **kwargs: Any) -> LLMRLModule:
         super().to(*args, **kwargs)
@@ -418,11 +448,18 @@ class LLMRLModule(TorchRLModule):
             return self._top_logp(self._reference, self._trunk_from_batch(batch), batch, with_entropy=False)[TOKEN_LOGP]
         return self._token_logp_and_entropy(self._reference, batch, with_entropy=False)[TOKEN_LOGP]
 
+    @property
+    def _has_frozen_weights(self) -> bool:
+        return self.uses_lora or self._reference is not None
+
     def _frozen_state(self) -> dict[str, torch.Tensor] | None:
         """The weights that never train: the reference model's, or with LoRA the base model's."""
         if self.uses_lora:
             return {k: v for k, v in self.model.state_dict().items() if "lora_" not in k}
-        return None if self._reference is None else self._reference.state_dict()
+        if self._reference is None:
+            return None
+        # Full tensors: a collective on sharded learners (set_state runs on all of them), all keep them.
+        return {k: fsdp.gathered(v) for k, v in self._reference.state_dict().items()}
 
     def _tied_aliases(self) -> dict[str, str]:
         """State-dict keys that name another key's tensor (tied weights, e.g. lm_head = embeddings): alias -> key.
@@ -434,10 +471,11 @@ class LLMRLModule(TorchRLModule):
         for key, tensor in self.model.state_dict().items():
             if tensor.numel() == 0:
                 continue
-            if tensor.data_ptr() in first:
-                aliases[key] = first[tensor.data_ptr()]
+            pointer = fsdp.local(tensor).data_ptr()
+            if pointer in first:
+                aliases[key] = first[pointer]
             else:
-                first[tensor.data_ptr()] = key
+                first[pointer] = key
         return aliases
 
     def source_sha256(self) -> str:
@@ -467,24 +505,25 @@ class LLMRLModule(TorchRLModule):
         """
         aliases = self._tied_aliases()
         policy = {k: v for k, v in self.model.state_dict().items() if k not in aliases}
-        from_source = not inference_only and self._frozen_state() is not None and self._frozen_is_source
+        from_source = not inference_only and self._has_frozen_weights and self._frozen_is_source
         if inference_only and self.trains_subset:
             trained = {name for name, param in self.model.named_parameters() if param.requires_grad}
             policy = {k: v for k, v in policy.items() if k in trained}
         elif self.uses_lora and from_source:
             policy = {k: v for k, v in policy.items() if "lora_" in k}
-        state: StateDict = {
-            k: v.detach().to(
-                "cpu", self.compute_dtype if inference_only and v.is_floating_point() else v.dtype, copy=True
-            )
-            for k, v in policy.items()
-        }
+        tensors = policy.items()
+        if not from_source and not inference_only and self._reference is not None:
+            reference = self._reference.state_dict().items()
+            tensors = [*tensors, *((_REFERENCE_PREFIX + k, v) for k, v in reference)]
+        state: StateDict = {}
+        # One tensor at a time: a shard is gathered, cast and moved to the CPU before the next.
+        for key, value in tensors:
+            full = fsdp.gathered(value).detach()
+            if self.keeps_gathered_state:
+                cast = self.compute_dtype if inference_only and full.is_floating_point() else full.dtype
+                state[key] = full.to("cpu", cast, copy=True)
         if from_source:
             state[REFERENCE_SOURCE] = {"model_name_or_path": self._source, "sha256": self.source_sha256()}
-        elif not inference_only and self._reference is not None:
-            state.update(
-                {_REFERENCE_PREFIX + k: v.detach().cpu().clone() for k, v in self._reference.state_dict().items()}
-            )
         return state
 
     def set_state(self, state: StateDict) -> None:
@@ -497,7 +536,7 @@ class LLMRLModule(TorchRLModule):
         source = state.get(REFERENCE_SOURCE)
         reference = {k[len(_REFERENCE_PREFIX) :]: v for k, v in state.items() if k.startswith(_REFERENCE_PREFIX)}
         policy = {k: v for k, v in state.items() if not k.startswith(_REFERENCE_PREFIX) and k != REFERENCE_SOURCE}
-        if source is not None and self._frozen_state() is not None:
+        if source is not None and self._has_frozen_weights:
             self._check_source(source)
         aliases = self._tied_aliases()
         own = {k: v for k, v in self.model.state_dict().items() if k not in aliases}
@@ -510,9 +549,9 @@ class LLMRLModule(TorchRLModule):
         source_sha256 = self.source_sha256() if (reference or lora_base_given) and self._frozen_is_source else None
         # A state may carry only the trained weights (adapter, top layers); the rest stays as loaded.
         tied = {alias: policy[key] for alias, key in aliases.items() if key in policy}
-        self.model.load_state_dict({**policy, **tied}, strict=not self.trains_subset)
+        self.model.load_state_dict(_laid_out_as(self.model, {**policy, **tied}), strict=not self.trains_subset)
         if reference and self._reference is not None:
-            self._reference.load_state_dict(reference)
+            self._reference.load_state_dict(_laid_out_as(self._reference, reference))
         if source_sha256 is not None:
             self._frozen_is_source = safetensors_io.tensors_sha256(self._frozen_state()) == source_sha256
         if self._reference is not None and self.first_trained_block is not None:

@@ -42,6 +42,17 @@ of its rows with loss weight 0, which still joins that step's gradient all-reduc
 Every tensor handed to a collective lives on the learner's device (NCCL rejects CPU
 tensors).
 
+Sharded learners (``sharding="fsdp"``, :mod:`rllib_proxmo.algorithm.torch.fsdp`): the module
+is sharded as it is built, before the optimizer, and never wrapped in DDP. Every forward and
+backward pass is then a collective, so all learners run the same number of micro-batches in
+every step and in the pre-pass (the largest count over learners, an all-reduced maximum;
+the extra ones are zero-weight fillers as above), and gradients are reduce-scattered after
+every micro-batch (no ``no_sync``: that would keep unsharded gradients). The clipped norm is
+the global one over all shards. The learner's state (:meth:`ProxMOTorchLearner.get_state`:
+weights and AdamW moments) is gathered one tensor at a time, with every learner taking part
+(:meth:`ProxMOTorchLearner.take_part_in_get_state`); the full state has the DDP learner's
+format, so checkpoints restore into any number of learners, sharded or not.
+
 Metrics (per module; a learner group's mean over learners gives batch-wide values):
 ``policy_loss``, ``kl``, ``entropy``, ``ratio_mean``, ``clip_fraction`` (token means,
 averaged over optimizer steps), ``ratio_max_deviation`` (max |r - 1| over the steps
@@ -60,6 +71,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -69,9 +81,11 @@ from ray.rllib.core import ALL_MODULES, DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchDDPRLModule
 from ray.rllib.utils.metrics import NUM_NON_TRAINABLE_PARAMETERS, NUM_TRAINABLE_PARAMETERS
-from ray.rllib.utils.typing import ModuleID, TensorType
+from ray.rllib.utils.numpy import convert_to_numpy
+from ray.rllib.utils.typing import ModuleID, StateDict, TensorType
 
 from rllib_proxmo.algorithm.token_batch import ADVANTAGES, RESPONSE_MASK, SAMPLER_LOGP
+from rllib_proxmo.algorithm.torch import fsdp
 from rllib_proxmo.algorithm.torch.llm_rl_module import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -105,6 +119,8 @@ KL_LOG_RATIO_CLAMP = 20.0
 KL_CLAMP = 10.0
 
 _TOKEN_STATS = (POLICY_LOSS, KL, ENTROPY, RATIO_MEAN, CLIP_FRACTION)
+#: The row a zero-weight filler micro-batch runs (every learner holds at least one row).
+_FILLER_ROWS = np.zeros(1, dtype=np.int64)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -155,15 +171,97 @@ def step_plan(
     return plan
 
 
+def weighted_micro_batches(micro_rows: list[np.ndarray], weight: float, count: int) -> list[tuple[np.ndarray, float]]:
+    """A step's micro-batches with their loss weight, padded to ``count`` with zero-weight fillers."""
+    return [(rows, weight) for rows in micro_rows] + [(_FILLER_ROWS, 0.0)] * (count - len(micro_rows))
+
+
 class ProxMOTorchLearner(TorchLearner):
     """PPO-clip on response tokens: mini-batch optimizer steps, gradient accumulation, reference KL."""
 
     def build(self) -> None:
+        # Read by _make_module and _make_modules_ddp_if_necessary, which super().build() calls.
+        self._sharded = self.config.sharding == "fsdp"
+        #: Whether get_state keeps what it gathers from shards (False while taking part for a peer).
+        self._keeps_gathered_state = True
         super().build()
         self._stats: dict[str, float] = {}
         # True once this update has taken an optimizer step (ratios may then differ from 1).
         self._weights_moved = False
         self._gap = {"max": 0.0, "sum": 0.0, "count": 0}
+
+    # ---------------------------------------------------------------- sharding
+    def _make_module(self) -> Any:
+        """The module on this learner's device; with ``sharding="fsdp"`` sharded over all learners."""
+        module = super()._make_module()
+        if self._sharded:
+            mesh = fsdp.learner_mesh(self._device)
+            for module_id in module.keys():
+                module[module_id].shard(mesh)
+        return module
+
+    def _make_modules_ddp_if_necessary(self) -> None:
+        if not self._sharded:
+            super()._make_modules_ddp_if_necessary()
+
+    def take_part_in_get_state(self, *args: Any, **kwargs: Any) -> None:
+        """Run :meth:`get_state`'s gathering of the shards without keeping the result.
+
+        Sharded learners call this while the learner RLlib asks runs ``get_state`` with the
+        same arguments (:class:`~rllib_proxmo.algorithm.sharded_learner_group.ShardedLearnerGroup`).
+        """
+        with self._discarding_gathered_state():
+            self.get_state(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _discarding_gathered_state(self) -> Iterator[None]:
+        policies = [self.module[module_id].unwrapped() for module_id in self.module.keys()]
+        self._keeps_gathered_state = False
+        for policy in policies:
+            policy.keeps_gathered_state = False
+        try:
+            yield
+        finally:
+            self._keeps_gathered_state = True
+            for policy in policies:
+                policy.keeps_gathered_state = True
+
+    def _get_optimizer_state(self) -> StateDict:
+        """RLlib's optimizer state; sharded: the full moments, gathered one tensor at a time."""
+        if not self._sharded:
+            return super()._get_optimizer_state()
+        states = {}
+        for name, optimizer in self._named_optimizers.items():
+            state_dict = optimizer.state_dict()
+            full = {}
+            for index, values in state_dict["state"].items():
+                gathered = {key: fsdp.gathered(value).cpu() for key, value in values.items()}
+                if self._keeps_gathered_state:
+                    full[index] = gathered
+            states[name] = {
+                "module_id": self._optimizer_name_to_module[name],
+                "state": convert_to_numpy({**state_dict, "state": full}),
+            }
+        return states
+
+    def _set_optimizer_state(self, state: StateDict) -> None:
+        """RLlib's optimizer state loading; sharded: each full moment cut to this learner's shard."""
+        if self._sharded:
+            state = {name: self._sharded_optimizer_state(name, entry) for name, entry in state.items()}
+        super()._set_optimizer_state(state)
+
+    def _sharded_optimizer_state(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+        if name not in self._named_optimizers:
+            return entry
+        params = [p for group in self._named_optimizers[name].param_groups for p in group["params"]]
+        moments = {}
+        for index, values in entry["state"]["state"].items():
+            param = params[int(index)]
+            moments[index] = {
+                key: fsdp.sharded_like(param, torch.as_tensor(value)) if np.shape(value) == param.shape else value
+                for key, value in values.items()
+            }
+        return {**entry, "state": {**entry["state"], "state": moments}}
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
         module = self._module[module_id]
@@ -195,11 +293,11 @@ class ProxMOTorchLearner(TorchLearner):
             self.metrics.log_value((ALL_MODULES, key), count, window=1)
 
     # ------------------------------------------------------------- collectives
-    def _all_reduce(self, values: list[float] | np.ndarray) -> torch.Tensor:
-        """Sum of ``values`` over all learners, as a float64 tensor on this learner's device."""
+    def _all_reduce(self, values: list[float] | np.ndarray, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
+        """Sum (or ``op``) of ``values`` over all learners, as a float64 tensor on this learner's device."""
         tensor = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self._device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(tensor)
+            dist.all_reduce(tensor, op=op)
         return tensor
 
     @staticmethod
@@ -223,9 +321,17 @@ class ProxMOTorchLearner(TorchLearner):
         target[torch.as_tensor(rows, device=target.device), -values.shape[1] :] = values.to(target.dtype)
 
     def _pre_pass(
-        self, policy: Any, tensors: dict[str, torch.Tensor], plan: list[list[np.ndarray]], config: Any, on_policy: bool
+        self,
+        policy: Any,
+        tensors: dict[str, torch.Tensor],
+        micro_batches: list[tuple[np.ndarray, float]],
+        config: Any,
+        on_policy: bool,
     ) -> None:
-        """No-grad forwards over the first epoch's micro-batches: reference and (off-policy) old log-probs."""
+        """No-grad forwards over the first epoch's micro-batches: reference and (off-policy) old log-probs.
+
+        Zero-weight fillers (sharded learners) run their forwards for the collectives only.
+        """
         recompute = not on_policy and config.old_logp_source == "recompute"
         if not on_policy and not recompute:
             if SAMPLER_LOGP not in tensors:
@@ -244,14 +350,17 @@ class ProxMOTorchLearner(TorchLearner):
         if recompute:
             tensors[OLD_LOGP] = torch.zeros(shape, dtype=torch.float32, device=self._device)
         with torch.no_grad():
-            for rows in (rows for step in plan for rows in step):
+            for rows, weight in micro_batches:
                 mb = self._micro_batch(tensors, rows)
                 if reference:
-                    self._scatter(tensors[REF_LOGP], rows, policy.reference_logp(mb))
+                    ref_logp = policy.reference_logp(mb)
+                    if weight:
+                        self._scatter(tensors[REF_LOGP], rows, ref_logp)
                 if recompute:
                     old_logp = policy._forward(mb)[TOKEN_LOGP]
-                    self._scatter(tensors[OLD_LOGP], rows, old_logp)
-                    self._record_sampler_gap(mb, old_logp)
+                    if weight:
+                        self._scatter(tensors[OLD_LOGP], rows, old_logp)
+                        self._record_sampler_gap(mb, old_logp)
 
     def _record_sampler_gap(self, mb: dict[str, Any], logp: torch.Tensor) -> None:
         """Accumulate |logp - sampler logp| (B, K) over the micro-batch's response tokens."""
@@ -322,8 +431,17 @@ class ProxMOTorchLearner(TorchLearner):
         tokens = self._all_reduce(local_tokens).cpu().numpy()
         if (tokens <= 0).any():
             raise ValueError("a mini-batch holds no response tokens on any learner")
+        # Micro-batches per step: sharded learners all run the largest count (collective passes).
+        counts = np.array([[len(step) for step in epoch] for epoch in plan])
+        if self._sharded:
+            counts = self._all_reduce(counts, op=dist.ReduceOp.MAX).cpu().numpy().astype(int)
+        pre_pass = [
+            micro
+            for step, micro_rows in enumerate(plan[0])
+            for micro in weighted_micro_batches(micro_rows, 1.0, counts[0, step])
+        ]
         self._gap = {"max": 0.0, "sum": 0.0, "count": 0}
-        self._pre_pass(policy, tensors, plan[0], config, on_policy)
+        self._pre_pass(policy, tensors, pre_pass, config, on_policy)
         # Without a recomputing pre-pass, the gap is measured on the forwards before the first step.
         gap_in_training = on_policy or config.old_logp_source != "recompute"
         shared_reference = config.kl_coeff > 0 and policy.shares_frozen_trunk
@@ -337,7 +455,7 @@ class ProxMOTorchLearner(TorchLearner):
             for step, micro_rows in enumerate(epoch_plan):
                 scale = world_size / float(tokens[epoch, step])
                 # An empty mini-batch still joins the step's gradient all-reduce, with weight 0.
-                weighted = [(rows, scale) for rows in micro_rows] or [(np.zeros(1, dtype=np.int64), 0.0)]
+                weighted = weighted_micro_batches(micro_rows, scale, max(counts[epoch, step], 1))
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = torch.zeros((), device=self._device)
                 for index, (rows, weight) in enumerate(weighted):
@@ -347,7 +465,7 @@ class ProxMOTorchLearner(TorchLearner):
                     mb[WITH_REFERENCE] = shared_reference
                     with module.no_sync() if no_sync else contextlib.nullcontext():
                         fwd_out = module.forward_train(mb)
-                        if gap_in_training and not self._weights_moved:
+                        if weight and gap_in_training and not self._weights_moved:
                             self._record_sampler_gap(mb, fwd_out[TOKEN_LOGP])
                         loss = self.compute_loss_for_module(
                             module_id=module_id, config=config, batch=mb, fwd_out=fwd_out
@@ -355,7 +473,10 @@ class ProxMOTorchLearner(TorchLearner):
                         loss.backward()
                     loss_sum += loss.detach()
                     num_backward += 1
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
+                # The global norm: over all shards of every gradient when sharded.
+                grads = [p.grad for p in params if p.grad is not None]
+                grad_norm = fsdp.gathered(torch.nn.utils.get_total_norm(grads))
+                torch.nn.utils.clip_grads_with_norm_(params, config.grad_clip or float("inf"), grad_norm)
                 if not torch.isfinite(grad_norm):
                     raise FloatingPointError(
                         f"non-finite gradient norm {float(grad_norm)} in epoch {epoch}, step {step}"
