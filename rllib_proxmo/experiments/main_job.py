@@ -5,9 +5,11 @@ weights, top 4 of 30 layers trained) on 4 generated ALFWorld games per split wit
 prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line, answered with the command). First a
 supervised warm start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.sft`; 0 skips it),
 then the starting policy plays the unseen split (at the release's validation temperature 0.4),
-then RL: every training game x 3 rollouts per iteration, 8 turns of at most 24 new tokens;
-training stops once the next iteration would overrun ``--time-budget-min`` (estimated from the
-mean iteration time so far) or after ``--stop-iters``. Then the policy plays the same unseen
+then RL: every training game x 3 rollouts per iteration, 8 turns of at most 24 new tokens,
+``--stop-iters`` iterations (10 by default: the same curve for a seed on any machine, only the
+time differs; each line prints the ETA from the iterations so far). ``--time-budget-min``
+(off by default) also stops training once the next iteration would overrun that many minutes
+(estimated from the mean iteration time so far). Then the policy plays the same unseen
 tasks with the same seeds again, and the job writes to ``--output`` (default ``results/<run-name>``):
 
 - ``checkpoint/``: the algorithm after training (``Algorithm.from_checkpoint`` restores it;
@@ -81,6 +83,10 @@ from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_configs
 from rllib_proxmo.experiments.tables import history_row
 
+#: RL iterations of the main job: a fixed count, so that a seed gives one curve on every machine
+#: (49-76 s each on 2 cores with the CPU defaults).
+RL_ITERATIONS = 10
+
 
 def add_environment_arguments(task: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--env``, ``--env-config``, ``--llm-env-config``, ``--num-games``, ``--model``, ``--trainable-layers``.
@@ -117,13 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m rllib_proxmo.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--stop-iters", type=positive_int, default=100, help="most training iterations (default 100)")
+    run.add_argument(
+        "--stop-iters",
+        type=positive_int,
+        default=RL_ITERATIONS,
+        help=f"RL training iterations (default {RL_ITERATIONS}: about 11 minutes on 2 cores)",
+    )
     run.add_argument(
         "--time-budget-min",
         type=positive_float,
-        default=12.0,
-        help="stop RL training before the next iteration would overrun this many minutes, the warm start and "
-        "the evaluations not counted (default 12: under 20 minutes in all on 2 cores)",
+        help="also stop RL training before the next iteration would overrun this many minutes, the warm start "
+        "and the evaluations not counted (default: no budget; the run then does not depend on the machine's speed)",
     )
     run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
     run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
@@ -332,12 +342,13 @@ def draw_from_listed_tasks(config: Any) -> Any:
     return config
 
 
-def iterations_to_plan(done: int, elapsed_s: float, budget_s: float, cap: int) -> int:
+def iterations_to_plan(done: int, elapsed_s: float, budget_s: float | None, cap: int) -> int:
     """Total iterations expected: ``done`` plus as many mean-length ones as fit the budget, at most ``cap``.
 
-    Before the first iteration (``done == 0``) the length is unknown and ``cap`` is returned.
+    Without a budget (None), and before the first iteration (``done == 0``: the length is
+    unknown), ``cap``.
     """
-    if done == 0:
+    if budget_s is None or done == 0:
         return cap
     mean_s = elapsed_s / done
     return min(cap, done + max(0, math.floor((budget_s - elapsed_s) / mean_s)))
@@ -626,7 +637,7 @@ def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: Job
 
     A signal (``stop``, :class:`StopOnSignal`) ends the loop after the running iteration, with a checkpoint of it.
     """
-    budget_s = 60 * args.time_budget_min
+    budget_s = None if args.time_budget_min is None else 60 * args.time_budget_min
     history = progress.history
     start = time.perf_counter() - progress.train_s
     with stop.finishing():

@@ -6,13 +6,14 @@
   caller set the variable; every model load in every process drew one bar);
 - the framework notices of :data:`FRAMEWORK_NOTICES` are dropped: each is matched by
   its logger and the start of its message, and only at level WARNING or below, so
-  errors always come through.
+  errors always come through; so are the Python warnings of :data:`FRAMEWORK_WARNINGS`.
 
 :func:`start_ray` runs it in the driver and, through Ray's
 ``worker_process_setup_hook``, in every worker; workers also get the variable
 through ``runtime_env["env_vars"]`` before they import anything.
 
-Not filtered: Ray's own one-line start-up notice, and the driver's
+Not filtered: Ray's own one-line start-up notice, vLLM's CPU build's C++ line on NUMA
+memory binding (once per vLLM env runner), and the driver's
 "Actor ... has constructor arguments in the object store and max_restarts > 0" line,
 which Ray's C++ core worker writes straight to stderr once per process when env
 runners can be restarted (RLlib's default, and ProxMO's retry of lost groups needs
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Mapping
 
 #: Environment variable that turns the Hugging Face progress bars off.
@@ -51,7 +53,14 @@ FRAMEWORK_NOTICES: Mapping[str, tuple[str, ...]] = {
     "ray.tune.utils.util": (r"Install gputil for GPU system monitoring\.$",),
     # Advice for Tune trials that are fast to build; LLM trials load a different model each.
     "ray.tune.trainable.trainable": (r"Trainable\.setup took [0-9.]+ seconds\. ",),
+    # vLLM's CPU build at import, before VLLM_LOGGING_LEVEL applies: it runs without Triton.
+    "vllm.triton_utils.importing": (r"Triton is installed, but doesn't include CPU backend\.",),
 }
+#: (category, message pattern) of Python warnings that tell a user of this project nothing to act on.
+FRAMEWORK_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # vLLM 0.32's CPU start-up reads every module attribute, torch.distributed's deprecated alias included.
+    (FutureWarning, r"`torch\.distributed\.reduce_op` is deprecated"),
+)
 
 
 class NoticeFilter(logging.Filter):
@@ -88,6 +97,8 @@ def quiet_framework_output() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, NoticeFilter) for existing in logger.filters):
             logger.addFilter(NoticeFilter(patterns))
+    for category, pattern in FRAMEWORK_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=category)
 
 
 def start_ray(*, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:

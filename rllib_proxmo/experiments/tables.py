@@ -7,6 +7,7 @@ the same files with these functions.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,23 +42,51 @@ def history_row(iteration: int, result: Mapping[str, Any]) -> dict[str, float]:
     return row
 
 
+#: z of a two-sided 95 % interval.
+Z_95 = 1.959964
+
+
+def wilson_interval(rate: float, n: float, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a success rate measured on ``n`` episodes (95 % by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1
+    (0 successes of 12 episodes: 0 to 0.24).
+    """
+    if n <= 0:
+        raise ValueError(f"an interval needs at least one episode, got n={n}")
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def evaluation_table(env: str, metrics: Mapping[str, float]) -> dict[str, str]:
     """Evaluation as one table row of percentages (column -> text; "-" = type not played).
 
     ALFWorld: the paper's Table 1 columns pick look clean heat cool pick2 all. WebShop:
-    score and success. Other envs: their task types (if any), then all.
+    score and success. Other envs: their task types (if any), then all. A success rate
+    whose episode count the metrics carry (``num_episodes``, ``num_episodes/<type>``) is
+    followed by its 95 % Wilson interval, e.g. ``25.0 (9-53)``.
     """
 
-    def percent(key: str) -> str:
-        return f"{100 * metrics[key]:.1f}" if key in metrics else "-"
+    def percent(key: str, count_key: str | None = None) -> str:
+        if key not in metrics:
+            return "-"
+        text = f"{100 * metrics[key]:.1f}"
+        if count_key is None or not metrics.get(count_key):
+            return text
+        low, high = wilson_interval(metrics[key], metrics[count_key])
+        return f"{text} ({100 * low:.0f}-{100 * high:.0f})"
 
     if env == WEBSHOP:
-        return {"score": percent("score_mean"), "success": percent("success_rate")}
+        return {"score": percent("score_mean"), "success": percent("success_rate", "num_episodes")}
     if env == ALFWORLD:
         task_types: Sequence[str] = ALFWORLD_TASK_TYPES
     else:
         task_types = sorted(key.split("/", 1)[1] for key in metrics if key.startswith("success_rate/"))
-    return {**{t: percent(f"success_rate/{t}") for t in task_types}, "all": percent("success_rate")}
+    return {
+        **{t: percent(f"success_rate/{t}", f"num_episodes/{t}") for t in task_types},
+        "all": percent("success_rate", "num_episodes"),
+    }
 
 
 def write_evaluation_table(rows: Mapping[str, Mapping[str, str]], directory: Path) -> tuple[Path, Path]:
@@ -78,5 +107,6 @@ def write_evaluation_table(rows: Mapping[str, Mapping[str, str]], directory: Pat
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows(values)
-    md_path.write_text(markdown_table(columns, values) + "\n")
+    note = "Success rates in %; in brackets the 95 % Wilson interval over the episodes played."
+    md_path.write_text(markdown_table(columns, values) + "\n\n" + note + "\n")
     return csv_path, md_path

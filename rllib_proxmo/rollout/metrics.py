@@ -21,7 +21,8 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
     ``action_repaired_rate`` (commands admissible only after the wrapper's repair of a
     list prefix, trailing full stop or quotes) and
     ``response_cut_rate`` (responses cut at ``max_new_tokens`` before a stop token)
-    over turns, and ``success_rate/<task_type>`` for each task type present.
+    over turns, and ``success_rate/<task_type>`` and ``num_episodes/<task_type>`` for each
+    task type present.
     """
     if not episodes:
         return {"num_episodes": 0.0, "num_turns": 0.0}
@@ -44,4 +45,5 @@ def episode_metrics(episodes: Sequence[TextEpisode]) -> dict[str, float]:
             by_type[episode.task_type].append(episode.won)
     for task_type, wins in sorted(by_type.items()):
         metrics[f"success_rate/{task_type}"] = float(np.mean(wins))
+        metrics[f"num_episodes/{task_type}"] = float(len(wins))
     return metrics

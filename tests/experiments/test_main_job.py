@@ -34,6 +34,7 @@ from rllib_proxmo.experiments.checkpoints import (
     save_atomically,
 )
 from rllib_proxmo.experiments.main_job import (
+    RL_ITERATIONS,
     build_config,
     draw_from_listed_tasks,
     iterations_to_plan,
@@ -45,7 +46,7 @@ from rllib_proxmo.experiments.plots import plot_learning_curve
 from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
 from rllib_proxmo.experiments.runtime import quiet_framework_output
 from rllib_proxmo.experiments.scale import CPU
-from rllib_proxmo.experiments.tables import evaluation_table, write_evaluation_table
+from rllib_proxmo.experiments.tables import evaluation_table, wilson_interval, write_evaluation_table
 from rllib_proxmo.rollout.engines.vllm_engine import installed_build
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import DEFAULT_BUTTONS, TextGuessEnv
@@ -66,7 +67,8 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     assert config.model_config["reuse_sampler_trunk"]
     for argv in (["--trainable-layers", "0"], ["--engine", "vllm"], ["--num-gpus-per-learner", "1"]):
         assert "reuse_sampler_trunk" not in build_config(parse_args(argv)).model_config
-    assert args.time_budget_min == 12 and args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
+    assert (args.stop_iters, args.time_budget_min) == (RL_ITERATIONS, None)
+    assert args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
 
 
@@ -145,6 +147,7 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
 
 def test_iteration_plan_follows_the_mean_iteration_time():
     assert iterations_to_plan(0, 0.0, budget_s=900, cap=100) == 100
+    assert iterations_to_plan(3, 3000.0, budget_s=None, cap=10) == 10  # no budget: the count alone
     # 2 iterations in 300 s: 150 s each, 600 s left -> 4 more.
     assert iterations_to_plan(2, 300.0, budget_s=900, cap=100) == 6
     assert iterations_to_plan(2, 300.0, budget_s=900, cap=3) == 3
@@ -174,6 +177,14 @@ def test_evaluation_tables_use_the_paper_columns(tmp_path):
     lines = md_path.read_text().splitlines()
     assert lines[0] == "| method | pick | look | clean | heat | cool | pick2 | all |"
     assert lines[1] == "|---|---|---|---|---|---|---|---|" and lines[2].startswith("| proxmo | 50.0 |")
+    # With episode counts, every success rate carries its 95 % Wilson interval (3 of 12: 8.9 % to 53.2 %).
+    counted = {**metrics, "num_episodes": 12.0, "num_episodes/pick": 4.0, "num_episodes/cool": 8.0}
+    alfworld = evaluation_table("ALFWorld-v0", counted)
+    assert (alfworld["all"], alfworld["pick"], alfworld["cool"]) == ("25.0 (9-53)", "50.0 (15-85)", "0.0 (0-32)")
+    assert evaluation_table("WebShop-v0", counted)["success"] == "25.0 (9-53)"
+    assert wilson_interval(0.0, 12) == pytest.approx((0.0, 0.2425), abs=1e-4)
+    with pytest.raises(ValueError, match="at least one episode"):
+        wilson_interval(0.5, 0)
 
 
 def test_learning_curve_is_a_png_and_rejects_bad_history(tmp_path):
@@ -364,6 +375,22 @@ def test_tiny_run_samples_with_vllm_on_cpu_env_runners(ray_session, tmp_path):
     [row] = summary["history"]
     assert row[SAMPLER_LOGP_GAP_MAX] <= 1e-4
     assert summary["evaluation_md"].exists() and Path(summary["checkpoint"]).exists()
+
+
+@pytest.mark.slow
+def test_two_runs_with_one_seed_give_the_same_curve_and_tables(tiny_model, ray_session, tmp_path):
+    # Every draw is seeded (warm-start demonstrations, RL tasks and samples, evaluation tasks and samples):
+    # only the times may differ. Two iterations, so the second draws after a weight update.
+    runs = [
+        train(_tiny_run_args(tiny_model, tmp_path / name, "--no-mlflow", "--stop-iters", "2", "--seed", "3"))
+        for name in ("first", "second")
+    ]
+    timing = ("generated_tokens_per_s", "time_iteration_s")
+    curves = [[{k: v for k, v in row.items() if k not in timing} for row in run["history"]] for run in runs]
+    assert len(curves[0]) == 2 and curves[0] == curves[1]
+    assert runs[0]["evaluation_md"].read_text() == runs[1]["evaluation_md"].read_text()
+    assert runs[0]["start_evaluation"] == runs[1]["start_evaluation"]
+    assert runs[0]["evaluation"] == runs[1]["evaluation"]
 
 
 def test_checkpoint_every_defaults_to_the_cpu_size_and_resume_needs_a_checkpoint(tmp_path, capsys):

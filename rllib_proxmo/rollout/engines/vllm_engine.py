@@ -624,8 +624,9 @@ class VLLMEngine:
             }
         # The engine core in this process: weights load by a call, not a pickled message.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        # vLLM's start-up report is many INFO lines per runner; VLLM_LOGGING_LEVEL=INFO shows it.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # vLLM's start-up report is some 40 INFO and WARNING lines per runner, the warnings about
+        # settings chosen here (eager, no chunked prefill, no tokenizer); VLLM_LOGGING_LEVEL shows them.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         from vllm import LLM
 
         llm = LLM(
@@ -639,6 +640,7 @@ class VLLMEngine:
             enable_prefix_caching=True,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",
+            use_tqdm_on_load=False,
             **platform_kwargs,
         )
         if not hasattr(llm.llm_engine, "model_executor"):
