@@ -130,8 +130,8 @@ class RunnerError:
         raise self.error
 
 
-#: Prefix of the per-task-type success rates of :func:`episode_metrics`.
-TASK_TYPE_SUCCESS_PREFIX = "success_rate/"
+#: Prefixes of the per-task-type metrics of :func:`episode_metrics` (success rate, episodes played).
+TASK_TYPE_PREFIXES = ("success_rate/", "num_episodes/")
 ADVANTAGE_RESULTS = "advantages"
 SAMPLER_STATE = "proxmo_group_sampler"
 
@@ -690,13 +690,13 @@ class ProxMO(Algorithm):
         )
 
     def _forget_unplayed_task_types(self, ep_metrics: dict[str, float]) -> None:
-        """Drop ``success_rate/<type>`` of task types this iteration did not play.
+        """Drop ``success_rate/<type>`` and ``num_episodes/<type>`` of task types this iteration did not play.
 
         RLlib's metrics logger keeps every key it has seen and reports NaN for one with no
         new value; a task type absent from an iteration is left out of its result instead.
         """
         logged = self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=False)
-        for key in [k for k in logged if k.startswith(TASK_TYPE_SUCCESS_PREFIX) and k not in ep_metrics]:
+        for key in [k for k in logged if k.startswith(TASK_TYPE_PREFIXES) and k not in ep_metrics]:
             self.metrics.delete(ENV_RUNNER_RESULTS, key)
 
     # ---------------------------------------------------------- evaluation
