@@ -13,7 +13,6 @@ import shutil
 import sys
 
 import pytest
-import ray
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from transformers import AutoModelForCausalLM
@@ -35,7 +34,7 @@ from rllib_proxmo.rollout.engines.vllm_engine import (
     installed_build,
 )
 from rllib_proxmo.testing import build_tiny_chat_model
-from tests.rollout.test_env_runner import ENV_ID, REPO
+from tests.rollout.test_env_runner import ENV_ID, ray_session  # noqa: F401  (the Ray fixture)
 from tests.text_env import DEFAULT_BUTTONS
 
 pytestmark = pytest.mark.skipif(
@@ -293,16 +292,8 @@ def test_sleep_mode_is_refused_on_the_cpu_platform(tied_dir):
 
 
 # ------------------------------------------------------------- in an algorithm
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield
-    ray.shutdown()
-
-
-def test_a_remote_vllm_runner_samples_the_scored_policy_through_train_save_and_restore(
-    ray_session, tmp_path_factory, tmp_path
-):
+@pytest.mark.usefixtures("ray_session")
+def test_a_remote_vllm_runner_samples_the_scored_policy_through_train_save_and_restore(tmp_path_factory, tmp_path):
     model_dir = str(build_tiny_chat_model(tmp_path_factory.mktemp("buttons"), ["press", *DEFAULT_BUTTONS], **SHAPE))
     config = (
         ProxMOConfig()
