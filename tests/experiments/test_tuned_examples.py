@@ -103,7 +103,7 @@ def test_script_parses_and_builds_valid_configs_for_every_grid_point(script, cpu
             assert config.env_config["reward"] == ("score" if cpu else "success")
 
 
-def test_the_7b_example_shards_four_learners_at_paper_scale_and_flags_still_win():
+def test_the_7b_example_shards_four_learners_at_paper_scale_and_flags_still_win(capsys):
     experiment = _load(REPO / "tuned_examples" / "proxmo_alfworld_7b.py").EXPERIMENT
     config = experiments.build_config(experiment, experiments.parse_args(experiment, []))
     config.validate()
@@ -113,6 +113,9 @@ def test_the_7b_example_shards_four_learners_at_paper_scale_and_flags_still_win(
     assert (overridden.num_learners, overridden.sharding, overridden.num_gpus_per_learner) == (8, "ddp", 1)
     cpu = experiments.build_config(experiment, experiments.parse_args(experiment, ["--cpu"]))
     assert (cpu.sharding, cpu.num_learners, cpu.model_config["model_name_or_path"]) == ("ddp", 0, CPU.model)
+    with pytest.raises(SystemExit):  # argparse: "--micro-batch-size: ... positive integer"
+        experiments.parse_args(experiment, ["--micro-batch-size", "0"])
+    assert "--micro-batch-size" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"paper_defaults can only fill flags left unset, not \['engine'\]"):
         experiments.parse_args(Experiment("x", ALFWORLD, ("proxmo",), paper_defaults={"engine": "vllm"}), [])
 
