@@ -16,8 +16,10 @@ string :attr:`ALFWorldEnv.noop_action` included) gets the engine's answer
   ``cool`` or ``pick2``), ``task`` (the goal sentence, e.g.
   ``"put a clean mug in coffeemachine."``), ``state`` (the raw observation
   text, what ProxMO's PSA compares) and ``step`` (steps taken);
-- with ``expert=True``, ``expert_action``: the next command of
-  :class:`~envs.alfworld.expert.ExpertPolicy` planned from the current state
+- with ``expert`` set, ``expert_action``: the next command of an expert
+  (:data:`EXPERTS`): ``"oracle"``, :class:`~envs.alfworld.expert.ExpertPolicy` planned from the
+  whole current state, or ``"search"``, :class:`~envs.alfworld.expert.SearchingExpert`, which
+  knows only the receptacles the agent has looked into this episode and searches for the rest
   (``None`` once the game is won, or if no route exists).
 """
 
@@ -33,7 +35,7 @@ import gymnasium as gym
 from textworld.core import Environment, GameState
 
 from envs.alfworld.engine import make_engine
-from envs.alfworld.expert import ExpertPolicy, World
+from envs.alfworld.expert import ExpertPolicy, SearchingExpert, World
 from envs.alfworld.games import GameEntry, load_games
 from envs.spaces import TextSpace
 from envs.task_selection import TaskSelectionMixin
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_NUM_GAMES = 12
 #: Step limit of the paper's ALFWorld runs.
 DEFAULT_MAX_STEPS = 50
+#: The experts ``expert`` names: the full-knowledge planner, and the one that searches.
+EXPERTS: dict[str, type[ExpertPolicy]] = {"oracle": ExpertPolicy, "search": SearchingExpert}
 
 _TASK_SENTENCE = re.compile(r"Your task is to: (.*)$", re.DOTALL)
 
@@ -74,7 +78,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
         data_dir: ALFWorld's data root for ``data_source="alfworld"``
             (default ``$ALFWORLD_DATA``).
         max_steps: Steps after which an episode is truncated.
-        expert: Add ``info["expert_action"]``.
+        expert: Add ``info["expert_action"]`` from this expert of :data:`EXPERTS` (None: no expert).
         task_types: Short task types to play (all six by default).
         num_games: Games in the split: generated on first use for
             ``"generated"`` (default :data:`DEFAULT_NUM_GAMES`), the first ones
@@ -86,7 +90,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
             (default); ``False`` plays on TextWorld's stock engine.
 
     Raises:
-        ValueError: for an unknown split, source or task type, or a bad
+        ValueError: for an unknown split, source, task type or expert, or a bad
             ``max_steps``/``num_games``.
         FileNotFoundError: for a missing ALFWorld data directory.
     """
@@ -103,7 +107,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
         data_source: str = "generated",
         data_dir: str | Path | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
-        expert: bool = False,
+        expert: str | None = None,
         task_types: Sequence[str] | None = None,
         num_games: int | None = None,
         games_seed: int = 0,
@@ -112,6 +116,8 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
     ) -> None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        if expert is not None and expert not in EXPERTS:
+            raise ValueError(f"expert must be None or one of {sorted(EXPERTS)}, got {expert!r}")
         if num_games is None and data_source == "generated":
             num_games = DEFAULT_NUM_GAMES
         self.games: list[GameEntry] = load_games(
@@ -164,7 +170,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
         state = self._engine.reset()
 
         self._game = game
-        self._policy = ExpertPolicy(game.task) if self.expert else None
+        self._policy = EXPERTS[self.expert](game.task) if self.expert is not None else None
         self._task = task_sentence(state.feedback)
         self._steps = 0
         self._done = False
@@ -221,7 +227,9 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
 
     def _expert_action(self, state: GameState) -> str | None:
         assert self._policy is not None
-        command = self._policy.next_command(World.from_game_state(state))
+        world = World.from_game_state(state)
+        self._policy.observe(world)
+        command = self._policy.next_command(world)
         if command is None and not state["won"]:
             self.expert_failures += 1
             logger.warning("expert found no route in %s at step %d", self._game.task_id, self._steps)

@@ -23,12 +23,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from envs.alfworld.tasks import STATE_CHANGERS, TaskSpec
+from envs.alfworld.tasks import LAMP_HOLDERS, STATE_CHANGERS, TaskSpec
 
 _TYPE_SUFFIX = "type"
 _STATE_OF_VERB = {change.verb: change.state for change in STATE_CHANGERS.values()}
 _OPPOSITE_STATES = {"hot": "cool", "cool": "hot"}
 _NUMBERED_NAME = re.compile(r"^(.*?)\s*(\d+)$")
+_LAMP_HOLDER_TYPES = frozenset(kind.lower() for kind in LAMP_HOLDERS)
 
 
 def natural_key(name: str) -> tuple[str, int]:
@@ -223,6 +224,9 @@ class ExpertPolicy:
         needed = 2 if self.task.task_type == "pick2" else 1
         return any(self._placed_count(world, receptacle) >= needed for receptacle in world.receptacles_of(self._parent))
 
+    def observe(self, world: World) -> None:
+        """Take note of a state the agent reached (this expert sees the whole state anyway: nothing to note)."""
+
     def next_command(self, world: World) -> Command | None:
         """The expert's next command, or ``None`` when the goal holds or cannot be reached."""
         if self.is_won(world):
@@ -330,3 +334,64 @@ class ExpertPolicy:
         return self._reach(world, holder) or Command(
             f"take {world.name(obj)} from {world.name(holder)}", "take", obj, holder
         )
+
+
+class SearchingExpert(ExpertPolicy):
+    """The expert restricted to what the agent has seen: it searches instead of knowing where things are.
+
+    :class:`ExpertPolicy` plans from the whole game state, so its first command already walks to
+    the receptacle hiding the target object: a policy that only sees the text cannot infer that
+    move in a room it has not explored, and imitating it teaches the training rooms' layouts
+    rather than a way to solve a new one. This expert knows the contents of a receptacle only
+    once the agent has stood at it while it was open (:meth:`observe`); objects elsewhere are
+    hidden from the plan. While what the task needs (its object, then for ``look`` a lamp) has
+    not been seen, it searches: the unexplored receptacles that can hold the missing type
+    (ALFRED's ``cancontain`` facts, :data:`~envs.alfworld.tasks.LAMP_HOLDERS` for a lamp; for
+    the object not the target receptacle's type, where games never start it), in name order,
+    each opened if closed.
+    A sweep in name order makes the next place to look a function of the task, the room's
+    receptacles and where the agent stands, all of which the prompt shows.
+
+    Call :meth:`observe` with every state the agent reaches (reset and each step), then
+    :meth:`next_command`.
+    """
+
+    def __init__(self, task: TaskSpec) -> None:
+        super().__init__(task)
+        #: Receptacles whose contents the agent has seen.
+        self.explored: set[str] = set()
+
+    def observe(self, world: World) -> None:
+        """Record the receptacle the agent stands at as explored when its contents show (it is open)."""
+        for receptacle, location in world.receptacle_location.items():
+            if location == world.agent_location and not world.is_closed(receptacle):
+                self.explored.add(receptacle)
+
+    def next_command(self, world: World) -> Command | None:
+        """The expert's command on the part of ``world`` seen so far, else the next step of the search."""
+        if self.is_won(world):
+            return None
+        seen = copy.copy(world)
+        seen.inside = {obj: holder for obj, holder in world.inside.items() if self._visible(world, holder)}
+        return super().next_command(seen) or self._search(world)
+
+    def _visible(self, world: World, holder: str) -> bool:
+        """Whether what ``holder`` holds has been seen (a lamp's holder may itself be an object)."""
+        return holder in self.explored or (holder in world.inside and self._visible(world, world.inside[holder]))
+
+    def _missing_type(self, world: World) -> str:
+        """The object type the task needs next and has not seen."""
+        holds_target = world.held is not None and world.object_type.get(world.held) == self._object
+        return self._lamp if holds_target and self._lamp else self._object
+
+    def _search(self, world: World) -> Command | None:
+        """Go to (and open) the first unexplored receptacle that can hold the missing type."""
+        missing = self._missing_type(world)
+        if missing == self._object:
+            holds = {kind for kind, held in world.can_contain if held == missing} - {self._parent}
+        else:
+            holds = _LAMP_HOLDER_TYPES
+        candidates = [r for r, kind in world.receptacle_type.items() if r not in self.explored and kind in holds]
+        if not candidates:
+            return None
+        return self._reach(world, min(candidates, key=lambda r: natural_key(world.name(r))))

@@ -63,7 +63,7 @@ from envs.alfworld.scenes import (
     load_scene,
     unique_pose,
 )
-from envs.alfworld.tasks import STATE_CHANGERS, TASK_TYPES, TaskSpec, validate_task_types
+from envs.alfworld.tasks import LAMP_HOLDERS, STATE_CHANGERS, TASK_TYPES, TaskSpec, validate_task_types
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ MAX_ATTEMPTS = 20
 #: Walkthroughs longer than this are discarded (ALFRED's planner limit is 100 steps).
 MAX_WALKTHROUGH_STEPS = 40
 
-#: Furniture a lamp may stand on.
-LAMP_HOLDERS = frozenset(
-    {"Desk", "SideTable", "Dresser", "Shelf", "CoffeeTable", "DiningTable", "TVStand", "CounterTop"}
-)
 #: Instances per carryable type: ``[low, high)``, and for the target of ``pick2``.
 INSTANCES = (1, 4)
 PICK2_INSTANCES = (2, 5)

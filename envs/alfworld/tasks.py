@@ -33,6 +33,10 @@ TASK_TYPES: dict[str, str] = dict(
 )
 #: ALFRED task types -> short names.
 SHORT_NAMES: dict[str, str] = {alfred: short for short, alfred in TASK_TYPES.items()}
+#: Furniture a lamp stands on in generated games (ALFRED type names; the PDDL has no ``cancontain`` for lamps).
+LAMP_HOLDERS = frozenset(
+    {"Desk", "SideTable", "Dresser", "Shelf", "CoffeeTable", "DiningTable", "TVStand", "CounterTop"}
+)
 
 
 class StateChange(NamedTuple):

@@ -173,7 +173,7 @@ CPU = Scale(
 )
 #: Env-config entries that switch an env's expert on for the warm start (other envs must
 #: report ``info["expert_action"]`` by themselves).
-EXPERT_ENV_CONFIGS: dict[str, dict[str, Any]] = {ALFWORLD: {"expert": True}}
+EXPERT_ENV_CONFIGS: dict[str, dict[str, Any]] = {ALFWORLD: {"expert": "search"}}
 SCALES = {scale.name: scale for scale in (PAPER, CPU)}
 
 #: Held-out split each env evaluates on.

@@ -1,7 +1,7 @@
 """Expert demonstrations, tokenised exactly as the env runner samples.
 
 An expert env reports the next expert command in ``info["expert_action"]``
-(ALFWorld with ``expert=True``; any env may set it; None once no command is left).
+(ALFWorld with ``expert="search"`` or ``"oracle"``; any env may set it; None once no command is left).
 :func:`collect_demonstrations` plays the LLM-facing env (the same prompt wrapper,
 template and chat encoding as the env runner) and records one :class:`Turn` per
 step: the prompt's ids and the expert command written as the response the prompt
@@ -33,7 +33,7 @@ def _expert_command(info: dict[str, Any], env: gym.Env) -> str | None:
     if EXPERT_ACTION not in info:
         raise ValueError(
             f"{env.unwrapped!r} reports no info[{EXPERT_ACTION!r}]: supervised warm-up needs an expert "
-            "(ALFWorld: env_config {'expert': true}; a custom env: set info['expert_action'])"
+            "(ALFWorld: env_config {'expert': 'search'}; a custom env: set info['expert_action'])"
         )
     command = info[EXPERT_ACTION]
     if command is not None and not isinstance(command, str):

@@ -68,7 +68,7 @@ def warm_start(
         settings: Optimisation settings.
         detour_prob: Chance that a demonstration step executes a random action.
         expert_env_config: Env-config entries that switch the env's expert on
-            (ALFWorld: ``{"expert": True}``), merged into ``config.env_config``.
+            (ALFWorld: ``{"expert": "search"}``), merged into ``config.env_config``.
         log: Receives the progress lines.
         on_epoch: Called with each epoch's figures (e.g. to track them).
     """

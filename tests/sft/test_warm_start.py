@@ -73,7 +73,7 @@ def test_detours_visit_other_states_and_still_record_the_expert(model_dir):
 def test_an_env_without_an_expert_and_bad_settings_are_refused(model_dir):
     tokenizer = _policy(model_dir).tokenizer
     env = make_llm_env(_NoExpert(TextGuessEnv()))
-    with pytest.raises(ValueError, match=r"reports no info\['expert_action'\].*env_config \{'expert': true\}"):
+    with pytest.raises(ValueError, match=r"reports no info\['expert_action'\].*env_config \{'expert': 'search'\}"):
         collect_demonstrations(env, tokenizer, num_episodes=1, task_ids=None, detour_prob=0.0, seed=0)
     with pytest.raises(ValueError, match="detour_prob"):
         collect_demonstrations(

@@ -25,7 +25,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def env(cache_dir) -> ALFWorldEnv:
     """One training game of each task type, with the expert."""
-    environment = ALFWorldEnv(split="train", num_games=6, cache_dir=cache_dir, expert=True)
+    environment = ALFWorldEnv(split="train", num_games=6, cache_dir=cache_dir, expert="oracle")
     yield environment
     environment.close()
 
@@ -76,7 +76,7 @@ def test_stock_engine_plays_the_same_episode(cache_dir, env):
     task_id = next(task_id for task_id in env.task_ids if "pick2" in task_id)
     episodes = []
     for fast_engine in (True, False):
-        player = ALFWorldEnv(num_games=6, cache_dir=cache_dir, expert=True, fast_engine=fast_engine)
+        player = ALFWorldEnv(num_games=6, cache_dir=cache_dir, expert="oracle", fast_engine=fast_engine)
         try:
             observation, info = player.reset(options={"task_id": task_id})
             transcript = [(observation, info)]
@@ -101,6 +101,63 @@ def test_expert_recovers_from_random_detours(env):
             _, info, terminated, truncated = follow_expert(env, info)
         assert terminated and info["won"], task_id
     assert env.expert_failures == 0
+
+
+@pytest.fixture(scope="module")
+def searching_env(cache_dir) -> ALFWorldEnv:
+    """The same games as ``env``, with the expert that searches."""
+    environment = ALFWorldEnv(split="train", num_games=6, cache_dir=cache_dir, expert="search")
+    yield environment
+    environment.close()
+
+
+def test_searching_expert_wins_every_task_type_using_only_what_the_agent_saw(searching_env):
+    for task_id in searching_env.task_ids:
+        observation, info = searching_env.reset(options={"task_id": task_id})
+        seen = observation
+        while info["expert_action"] is not None:
+            command = info["expert_action"]
+            assert command in info["admissible_actions"], (task_id, command)
+            verb, *words = command.split()
+            if verb in ("take", "use"):
+                # The object (or lamp) was in the text of an earlier observation: nothing known beforehand.
+                assert " ".join(words[:2]) in seen, (task_id, command)
+            observation, _, terminated, truncated, info = searching_env.step(command)
+            seen += observation
+            assert not truncated
+        assert terminated and info["won"], task_id
+    assert searching_env.expert_failures == 0
+
+
+def test_searching_expert_looks_where_the_oracle_need_not(env, searching_env):
+    """The oracle walks straight to the object; the searcher sweeps the eligible receptacles in name order."""
+    lengths = {}
+    for expert_env in (env, searching_env):
+        steps = 0
+        for task_id in expert_env.task_ids:
+            _, info = expert_env.reset(options={"task_id": task_id})
+            steps += len(follow_expert(expert_env, info)[0])
+        lengths[expert_env.expert] = steps
+    assert lengths["search"] > lengths["oracle"]
+
+
+def test_searching_expert_recovers_from_random_detours(searching_env):
+    rng = np.random.default_rng(1)
+    for task_id in searching_env.task_ids:
+        _, info = searching_env.reset(options={"task_id": task_id})
+        for _ in range(6):
+            _, _, terminated, _, info = searching_env.step(str(rng.choice(info["admissible_actions"])))
+            if terminated:
+                break
+        else:
+            _, info, terminated, _ = follow_expert(searching_env, info)
+        assert terminated and info["won"], task_id
+    assert searching_env.expert_failures == 0
+
+
+def test_unknown_expert_is_refused(cache_dir):
+    with pytest.raises(ValueError, match=r"expert must be None or one of \['oracle', 'search'\], got True"):
+        ALFWorldEnv(num_games=6, cache_dir=cache_dir, expert=True)
 
 
 @pytest.mark.parametrize("noop", ["", "fly to the moon", "   ", "go to the kitchen"])

@@ -87,7 +87,7 @@ def test_alfworld_data_task_types_and_count(alfworld_data, monkeypatch):
 
 
 def test_env_plays_alfworld_data_with_the_expert(alfworld_data):
-    env = ALFWorldEnv(split="unseen", data_source="alfworld", data_dir=alfworld_data, expert=True)
+    env = ALFWorldEnv(split="unseen", data_source="alfworld", data_dir=alfworld_data, expert="oracle")
     try:
         task_id = next(t for t in env.task_ids if "pick_two_obj" in t)
         _, info = env.reset(options={"task_id": task_id})
