@@ -7,10 +7,21 @@ supervised warm start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.
 then the starting policy plays the unseen split (at the release's validation temperature 0.4),
 then RL: every training game x 3 rollouts per iteration, 8 turns of at most 24 new tokens,
 ``--stop-iters`` iterations (10 by default: the same curve for a seed on any machine, only the
-time differs; each line prints the ETA from the iterations so far). ``--time-budget-min``
+time differs). After every ``--eval-every``-th iteration (default: the CPU scale's
+``evaluation_interval``; 0: none) the policy plays the same unseen tasks with the same seeds
+again. Each iteration prints one line::
+
+    iter 5/10 | success 0.58 | unseen 0.25 (0.09-0.53) | format-valid 0.97 | prompt tok/s 410 |
+        gen tok/s 21.3 | turns/s 1.2 | iter 81.0 s | ETA 6m30s
+
+training success, the unseen success with its 95 % Wilson interval (iterations that evaluated
+only), format-valid rate, prompt tokens and turns per second of sampling, generated tokens per
+second of generation, the iteration's time and the ETA from the iterations so far (and the
+sampler gap where the learner compared its log-probs with the sampler's). ``--time-budget-min``
 (off by default) also stops training once the next iteration would overrun that many minutes
-(estimated from the mean iteration time so far). Then the policy plays the same unseen
-tasks with the same seeds again, and the job writes to ``--output`` (default ``results/<run-name>``):
+(estimated from the mean iteration time so far). Then the policy plays the unseen tasks
+once more (unless the last iteration just did: its evaluation is the final one), and the job
+writes to ``--output`` (default ``results/<run-name>``):
 
 - ``checkpoint/``: the algorithm after training (``Algorithm.from_checkpoint`` restores it;
   ``python -m rllib_proxmo.export`` turns it into a Hugging Face model directory);
@@ -18,7 +29,9 @@ tasks with the same seeds again, and the job writes to ``--output`` (default ``r
   interrupted (the newest two kept), each written to a temporary directory and renamed
   when complete (:mod:`rllib_proxmo.experiments.checkpoints`); ``--resume <output>``
   continues the run from the newest one, in the same MLflow run and iteration count;
-- ``learning_curve.png``: success / format-valid rate, score and tokens/s per iteration;
+- ``learning_curve.png``: success / format-valid rate, score and tokens/s per iteration, with
+  the unseen success of every evaluation (the starting policy's at iteration 0) as a line over
+  its 95 % Wilson band;
 - ``rollouts/``: every iteration's steps as Parquet (``rllib_proxmo.analysis.rollout_files``), e.g. for
   ``tuned_examples/psa_similarity_search.py --rollouts``;
 - ``evaluation.csv`` / ``evaluation.md``: success per task type (paper Table 1
@@ -29,8 +42,9 @@ tasks with the same seeds again, and the job writes to ``--output`` (default ``r
 
 and, unless ``--no-mlflow``, one MLflow run recorded like every Tune trial's
 (:mod:`rllib_proxmo.experiments.tracking`: the flattened algorithm config as params,
-every numeric result at step ``training_iteration`` and the final evaluation as
-``evaluation/env_runners/...`` metrics, tags estimator / env / model / seed / scale /
+every numeric result at step ``training_iteration``, every evaluation after an iteration as
+``evaluation/env_runners/...`` metrics at that iteration (the final one at the last) and the
+starting policy's as ``evaluation_start/env_runners/...`` at step 0, tags estimator / env / model / seed / scale /
 git commit, the files above as artifacts; the checkpoint itself when at most
 ``--checkpoint-artifact-max-mb``, else its path as a tag). An unreachable tracking
 store gives one warning and training goes on.
@@ -81,7 +95,7 @@ from rllib_proxmo.experiments.interrupt import Interrupted, StopOnSignal
 from rllib_proxmo.experiments.preflight import validate_args
 from rllib_proxmo.experiments.runtime import quiet_framework_output, start_ray
 from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_configs
-from rllib_proxmo.experiments.tables import history_row
+from rllib_proxmo.experiments.tables import EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, held_out_figures, history_row
 
 #: RL iterations of the main job: a fixed count, so that a seed gives one curve on every machine
 #: (49-76 s each on 2 cores with the CPU defaults).
@@ -133,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-budget-min",
         type=positive_float,
         help="also stop RL training before the next iteration would overrun this many minutes, the warm start "
-        "and the evaluations not counted (default: no budget; the run then does not depend on the machine's speed)",
+        "and the evaluations before and after RL not counted (default: no budget; the run then does not depend on "
+        "the machine's speed)",
     )
     run.add_argument("--run-name", help="default <estimator>-<env>-<UTC time>")
     run.add_argument("--output", type=Path, help="output directory (default results/<run-name>)")
@@ -182,7 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=positive_float, default=CPU.lr, help=f"RL learning rate (default {CPU.lr}; the paper's 1e-6)"
     )
     algo.add_argument(
-        "--eval-tasks", type=positive_int, default=CPU.evaluation_num_tasks, help="held-out tasks played at the end"
+        "--eval-tasks", type=positive_int, default=CPU.evaluation_num_tasks, help="held-out tasks per evaluation"
+    )
+    algo.add_argument(
+        "--eval-every",
+        type=non_negative_int,
+        default=CPU.evaluation_interval,
+        help=f"also evaluate on the held-out split after every N-th iteration (default {CPU.evaluation_interval}; "
+        "0: only before and after RL)",
     )
     scale = parser.add_argument_group("scale")
     scale.add_argument("--num-env-runners", type=non_negative_int, default=0, help="0 = sample on the driver")
@@ -252,7 +274,8 @@ def _resumed_args(parser: argparse.ArgumentParser, given: argparse.Namespace, ar
             f"--resume continues a run with its own settings; only {', '.join(RESUME_OVERRIDES)} may be given, "
             f"got {sorted(set(others) - {'--resume'})}"
         )
-    args = argparse.Namespace(**read_job_state(checkpoint)["args"])
+    # Flags added since the run started take their defaults.
+    args = argparse.Namespace(**{**vars(parser.parse_args([])), **read_job_state(checkpoint)["args"]})
     for flag in RESUME_OVERRIDES:
         if any(a == flag or a.startswith(flag + "=") for a in argv):
             name = flag[2:].replace("-", "_")
@@ -312,6 +335,7 @@ def build_config(args: argparse.Namespace) -> Any:
         .rl_module(model_config=model_config)
         .training(**training)
         .evaluation(
+            evaluation_interval=args.eval_every,
             evaluation_num_env_runners=1,
             evaluation_num_tasks=args.eval_tasks,
             evaluation_group_size=1,
@@ -359,16 +383,28 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def progress_line(iteration: int, planned: int, row: Mapping[str, float], eta_s: float) -> str:
-    """``iter k/K | success .. | format-valid .. | tokens/s .. | iter .. s | ETA ..`` (and ``| sampler gap ..``
-    where the learner compared its log-probs with the sampler's)."""
+def progress_line(iteration: int, planned: int, row: Mapping[str, float], *, eta_s: float, split: str) -> str:
+    """``iter k/K | success .. | <split> .. (low-high) | format-valid .. | prompt tok/s .. | gen tok/s .. |
+    turns/s .. | iter .. s | ETA ..``.
+
+    The held-out success with its 95 % interval only where the iteration evaluated, ``| sampler gap ..``
+    only where the learner compared its log-probs with the sampler's.
+    """
+    parts = [f"iter {iteration}/{planned}", f"success {row['success_rate']:.2f}"]
+    if EVAL_SUCCESS in row:
+        parts.append(f"{split} {row[EVAL_SUCCESS]:.2f} ({row[EVAL_LOW]:.2f}-{row[EVAL_HIGH]:.2f})")
+    parts += [
+        f"format-valid {row['format_valid_rate']:.2f}",
+        f"prompt tok/s {row['prompt_tokens_per_s']:.0f}",
+        f"gen tok/s {row['generated_tokens_per_s']:.1f}",
+        f"turns/s {row['turns_per_s']:.1f}",
+        f"iter {row['time_iteration_s']:.1f} s",
+        f"ETA {_duration(eta_s)}",
+    ]
     gap = row.get("sampler_logp_gap_max")
-    return (
-        f"iter {iteration}/{planned} | success {row['success_rate']:.2f} | "
-        f"format-valid {row['format_valid_rate']:.2f} | tokens/s {row['generated_tokens_per_s']:.1f} | "
-        f"iter {row['time_iteration_s']:.1f} s | ETA {_duration(eta_s)}"
-        + ("" if gap is None else f" | sampler gap {gap:.1e}")
-    )
+    if gap is not None:
+        parts.append(f"sampler gap {gap:.1e}")
+    return " | ".join(parts)
 
 
 def _start_tracker(args: argparse.Namespace, config: Any, run_id: str | None = None) -> Any:
@@ -488,7 +524,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run the job ``args`` describe; return the written paths and the final figures.
 
     Keys: ``checkpoint``, ``plot``, ``evaluation_csv``, ``evaluation_md`` (paths),
-    ``history`` (one :func:`history_row` per iteration), ``evaluation`` and
+    ``history`` (one :func:`history_row` per iteration, the last one with the final evaluation's
+    held-out figures), ``evaluation`` and
     ``start_evaluation`` (metrics after RL and of the policy RL started from),
     ``mlflow_run_id`` and ``tracking_uri`` (None when not tracked, or when tracking stopped mid-run).
     """
@@ -543,12 +580,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                         start_metrics = {"evaluation_start": {"env_runners": progress.start_evaluation}}
                         tracker.log_metrics(flatten_metrics(start_metrics), 0)
                 start_evaluation = progress.start_evaluation
-                _train_loop(args, algo, tracker, progress, stop)
+                last_evaluation = _train_loop(args, algo, tracker, progress, stop, split)
                 if stop.signal is not None:
                     raise SystemExit(stop.exit_code)
                 history = progress.history
-                print(f"evaluating on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
-                evaluation = algo.evaluate()["env_runners"]
+                evaluation = _final_evaluation(args, algo, tracker, split, last_evaluation)
+                # The last iteration's row holds the final evaluation, whether that iteration ran it or not.
+                history[-1].update(held_out_figures(evaluation))
                 checkpoint = save_atomically(algo, output / FINAL_DIR, _checkpoint_bytes(algo, output))
             finally:
                 shut_down(stop, algo, owns_ray)
@@ -562,11 +600,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             title=title,
             start_evaluation=start_evaluation,
             start_label=start_label,
+            split=split,
         )
         print(f"\nevaluation ({evaluation['num_episodes']:.0f} episodes of the {split} split, %):")
         print(md_path.read_text())
         if tracker is not None:
-            tracker.log_metrics(flatten_metrics({"evaluation": {"env_runners": evaluation}}), step=len(history))
             for path in (plot, csv_path, md_path):
                 tracker.log_artifact(path)
             tracker.log_checkpoint(checkpoint, max_bytes=int(args.checkpoint_artifact_max_mb * 2**20))
@@ -632,17 +670,23 @@ def _build_or_restore(config: Any, checkpoint: Path | None) -> Any:
     return Algorithm.from_checkpoint(str(checkpoint))
 
 
-def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: JobProgress, stop: StopOnSignal) -> None:
+def _train_loop(
+    args: argparse.Namespace, algo: Any, tracker: Any, progress: JobProgress, stop: StopOnSignal, split: str
+) -> dict[str, float] | None:
     """Train until ``--stop-iters``, the time budget or a signal; print progress, log results, save checkpoints.
 
     A signal (``stop``, :class:`StopOnSignal`) ends the loop after the running iteration, with a checkpoint of it.
+    Every ``--eval-every``-th iteration's result holds an evaluation on the ``split`` split (RLlib's
+    ``evaluation_interval``). Returns the last iteration's evaluation metrics, or None where it ran none.
     """
     budget_s = None if args.time_budget_min is None else 60 * args.time_budget_min
     history = progress.history
     start = time.perf_counter() - progress.train_s
+    evaluation = None
     with stop.finishing():
         while len(history) < iterations_to_plan(len(history), time.perf_counter() - start, budget_s, args.stop_iters):
             result = algo.train()
+            evaluation = result.get("evaluation", {}).get("env_runners")
             iteration = len(history) + 1
             row = history_row(iteration, result)
             history.append(row)
@@ -650,13 +694,31 @@ def _train_loop(args: argparse.Namespace, algo: Any, tracker: Any, progress: Job
             progress.train_s = elapsed
             planned = iterations_to_plan(iteration, elapsed, budget_s, args.stop_iters)
             eta_s = (planned - iteration) * elapsed / iteration
-            print(progress_line(iteration, planned, row, eta_s=eta_s), flush=True)
+            print(progress_line(iteration, planned, row, eta_s=eta_s, split=split), flush=True)
             if tracker is not None:
                 tracker.log_result(result)
             if stop.signal is not None or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
                 _save_periodic(args, algo, tracker, progress)
             if stop.signal is not None:
-                return
+                break
+    return evaluation
+
+
+def _final_evaluation(
+    args: argparse.Namespace, algo: Any, tracker: Any, split: str, last_evaluation: dict[str, float] | None
+) -> dict[str, float]:
+    """The evaluation of the trained policy: ``last_evaluation`` (the last iteration's, in its result and logged
+    with it) when there is one, else a new one, logged at the last iteration."""
+    if last_evaluation is not None:
+        print(f"the evaluation of iteration {algo.training_iteration} is the final one", flush=True)
+        return last_evaluation
+    from rllib_proxmo.experiments.tracking import flatten_metrics
+
+    print(f"evaluating on the same {args.eval_tasks} tasks of the {split} split ...", flush=True)
+    evaluation = algo.evaluate()["env_runners"]
+    if tracker is not None:
+        tracker.log_metrics(flatten_metrics({"evaluation": {"env_runners": evaluation}}), algo.training_iteration)
+    return evaluation
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,8 +3,8 @@
 No ``pyplot``: no global figure state, no display, nothing left open, so figures can
 be drawn from any thread or Ray actor. Two figures:
 
-- :func:`plot_learning_curve`: one run, three panels (the main job's and every Tune
-  trial's ``learning_curve.png``);
+- :func:`plot_learning_curve`: one run, three panels, with the held-out evaluations
+  as a line and a Wilson band (the main job's and every Tune trial's ``learning_curve.png``);
 - :func:`plot_success_bands`: success rate of groups of runs, mean ± one standard
   deviation over seeds (the report's ``learning_curves_<env>.png``).
 """
@@ -21,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from rllib_proxmo.experiments.tables import EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, held_out_figures
+
 #: Width and height in inches of one panel, and the resolution of the PNG files.
 PANEL_SIZE = (4.5, 3.6)
 DPI = 120
@@ -33,6 +35,9 @@ PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("Score", "mean episode return", (("score", "score_mean"),)),
     ("Throughput", "generated tokens / s", (("tokens/s", "generated_tokens_per_s"),)),
 )
+
+#: The key of :data:`PANELS` whose held-out evaluations :func:`plot_learning_curve` draws as a line with a band.
+HELD_OUT_KEY = "success_rate"
 
 #: One learning curve: (training iteration, value) pairs in iteration order.
 Curve = Sequence[tuple[int, float]]
@@ -74,20 +79,30 @@ def plot_learning_curve(
     start_evaluation: Mapping[str, float] | None = None,
     *,
     start_label: str = "start",
+    split: str = "held-out",
 ) -> Path:
     """Write a three-panel learning curve to ``path`` (PNG) and return the path.
 
+    The success panel shows the training rollouts' success per iteration and the held-out
+    success of every evaluation as points joined by a line, with its 95 % Wilson interval
+    as a shaded band: the starting policy's at iteration 0 (a diamond) and the evaluated
+    iterations' (rows with :data:`~rllib_proxmo.experiments.tables.EVAL_SUCCESS`).
+
     Args:
         history: One row per training iteration with ``iteration`` and the keys of
-            :data:`PANELS` (rates in [0, 1], score, tokens per second), as
+            :data:`PANELS` (rates in [0, 1], score, tokens per second), and the held-out
+            figures on evaluated iterations, as
             :func:`rllib_proxmo.experiments.tables.history_row` gives.
         path: Output file; its parent directory is created.
         title: Figure title (e.g. estimator, env and model).
-        evaluation: Final evaluation metrics (``success_rate``, ``score_mean``), drawn
-            as stars after the last iteration.
+        evaluation: Final evaluation metrics (``format_valid_rate``, ``score_mean``),
+            drawn as stars after the last iteration; its success is the last row's
+            held-out figures.
         start_evaluation: The same evaluation of the starting policy (after a warm
-            start), drawn as diamonds at iteration 0, with a dashed line where RL begins.
+            start): the held-out line's first point and diamonds at iteration 0, with a
+            dashed line where RL begins.
         start_label: Legend name of the starting policy and of the line.
+        split: Legend name of the evaluation's split (e.g. ``"unseen"``).
 
     Raises:
         ValueError: when ``history`` is empty or a row lacks a plotted key.
@@ -104,6 +119,9 @@ def plot_learning_curve(
     for ax, (panel, ylabel, curves) in zip(axes, PANELS):
         for label, key in curves:
             ax.plot(iterations, [row[key] for row in history], marker=_marker(len(history)), label=label)
+            if key == HELD_OUT_KEY:
+                _plot_held_out(ax, _held_out_points(history, start_evaluation), f"{split} {label}", start_label)
+                continue
             if start_evaluation is not None and key in start_evaluation:
                 ax.plot(
                     [0],
@@ -127,6 +145,43 @@ def plot_learning_curve(
         _finish_axes(ax, panel, ylabel)
     axes[0].set_ylim(-0.05, 1.05)
     return _save(figure, path)
+
+
+def _held_out_points(
+    history: Sequence[Mapping[str, float]], start_evaluation: Mapping[str, float] | None
+) -> list[tuple[float, Mapping[str, float]]]:
+    """(iteration, :func:`held_out_figures`) of the start evaluation (at 0, when it played episodes) and of
+    the evaluated iterations."""
+    evaluated = [(row["iteration"], row) for row in history if EVAL_SUCCESS in row]
+    start = held_out_figures(start_evaluation or {})
+    return [(0.0, start), *evaluated] if start else evaluated
+
+
+def _plot_held_out(ax: Axes, points: Sequence[tuple[float, Mapping[str, float]]], label: str, start_label: str) -> None:
+    """The held-out success ``points`` joined by a line over their Wilson band; the starting policy's, at
+    iteration 0, also as a diamond named ``start_label``."""
+    if not points:
+        return
+    iterations = [iteration for iteration, _ in points]
+    (line,) = ax.plot(iterations, [p[EVAL_SUCCESS] for _, p in points], marker="o", label=f"{label} (evaluation)")
+    ax.fill_between(
+        iterations,
+        [p[EVAL_LOW] for _, p in points],
+        [p[EVAL_HIGH] for _, p in points],
+        color=line.get_color(),
+        alpha=0.2,
+        label=f"{label}, 95 % Wilson interval",
+    )
+    if iterations[0] == 0:
+        ax.plot(
+            [0],
+            [points[0][1][EVAL_SUCCESS]],
+            marker="D",
+            markersize=9,
+            linestyle="none",
+            color=line.get_color(),
+            label=f"{label} ({start_label})",
+        )
 
 
 def curve_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

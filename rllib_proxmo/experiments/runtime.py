@@ -46,7 +46,7 @@ FRAMEWORK_NOTICES: Mapping[str, tuple[str, ...]] = {
     "ray.rllib.algorithms.algorithm_config": (
         # Every config validation on the new API stack, which ProxMO needs.
         r"You are running ProxMO on the new API stack! ",
-        # The main job evaluates once, after training, by calling Algorithm.evaluate() itself.
+        # The main job with --eval-every 0 evaluates only before and after RL, calling Algorithm.evaluate() itself.
         r"You have specified \d+ evaluation workers, but your `evaluation_interval` is 0 or None! ",
     ),
     # System-usage metrics are logged without GPUtil; GPU jobs have RLlib's own GPU figures.

@@ -16,6 +16,14 @@ from envs import ALFWORLD, ALFWORLD_TASK_TYPES, WEBSHOP
 
 #: Keys of a training result's ``env_runners`` kept per iteration for the progress line and the plot.
 HISTORY_KEYS = ("success_rate", "format_valid_rate", "score_mean")
+#: History-row keys of the held-out evaluation an iteration ran: success rate, its 95 % Wilson
+#: interval and the episodes played (:func:`held_out_figures`).
+EVAL_SUCCESS, EVAL_LOW, EVAL_HIGH, EVAL_EPISODES = (
+    "eval_success_rate",
+    "eval_success_low",
+    "eval_success_high",
+    "eval_num_episodes",
+)
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -26,11 +34,22 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def history_row(iteration: int, result: Mapping[str, Any]) -> dict[str, float]:
-    """The per-iteration figures shown in the progress line and the learning curve."""
+    """The per-iteration figures shown in the progress line and the learning curve.
+
+    The training rollouts' :data:`HISTORY_KEYS`; throughput: ``generated_tokens_per_s`` (per
+    second of generation), ``prompt_tokens_per_s`` and ``turns_per_s`` (per second of sampling);
+    ``time_iteration_s``; the :func:`held_out_figures` of the evaluation the iteration ran, if it
+    ran one (``result["evaluation"]``, RLlib's ``evaluation_interval``); ``sampler_logp_gap_max``
+    where the learner compared its log-probs with the sampler's.
+    """
     runners, proxmo = result["env_runners"], result["proxmo"]
     row = {"iteration": float(iteration), **{key: float(runners[key]) for key in HISTORY_KEYS}}
     row["generated_tokens_per_s"] = float(proxmo["generated_tokens_per_s"])
+    sampling_s = proxmo["time_sampling_s"]
+    row["prompt_tokens_per_s"] = float(proxmo["prompt_tokens"] / sampling_s) if sampling_s > 0 else 0.0
+    row["turns_per_s"] = float(proxmo["turns_per_s"])
     row["time_iteration_s"] = float(proxmo["time_iteration_s"])
+    row.update(held_out_figures(result.get("evaluation", {}).get("env_runners", {})))
     # Sampler vs learner log-probs, where the learner compared them (old_logp_source="sampler").
     from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -57,6 +76,20 @@ def wilson_interval(rate: float, n: float, z: float = Z_95) -> tuple[float, floa
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def held_out_figures(metrics: Mapping[str, float]) -> dict[str, float]:
+    """An evaluation's success rate with its 95 % Wilson interval and episode count, as history-row keys.
+
+    ``{EVAL_SUCCESS: rate, EVAL_LOW: low, EVAL_HIGH: high, EVAL_EPISODES: n}`` from the
+    evaluation's ``success_rate`` and ``num_episodes``; empty when it played no episode.
+    """
+    episodes = float(metrics.get("num_episodes", 0.0))
+    if "success_rate" not in metrics or episodes <= 0:
+        return {}
+    rate = float(metrics["success_rate"])
+    low, high = wilson_interval(rate, episodes)
+    return {EVAL_SUCCESS: rate, EVAL_LOW: low, EVAL_HIGH: high, EVAL_EPISODES: episodes}
 
 
 def evaluation_table(env: str, metrics: Mapping[str, float]) -> dict[str, str]:

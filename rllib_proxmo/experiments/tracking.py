@@ -185,6 +185,7 @@ def write_run_files(
     title: str,
     start_evaluation: Mapping[str, float] | None = None,
     start_label: str = "start",
+    split: str = "held-out",
 ) -> list[Path]:
     """Write a run's ``learning_curve.png`` (when ``history`` has a row) and
     ``evaluation.csv`` / ``evaluation.md`` (when it was evaluated) to ``directory``.
@@ -199,6 +200,7 @@ def write_run_files(
             the warm start): a first table row named ``start_label`` and a marker at
             iteration 0 of the curve.
         start_label: Name of that row and marker.
+        split: Name of the evaluation's split in the curve's legend.
 
     Returns:
         The paths written.
@@ -209,7 +211,13 @@ def write_run_files(
     if history:
         paths.append(
             plot_learning_curve(
-                history, out / "learning_curve.png", title, evaluation, start_evaluation, start_label=start_label
+                history,
+                out / "learning_curve.png",
+                title,
+                evaluation,
+                start_evaluation,
+                start_label=start_label,
+                split=split,
             )
         )
     if evaluation:

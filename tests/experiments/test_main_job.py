@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 import ray
+from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from ray.tune.registry import register_env
 
 from envs import ALFWORLD_TASK_TYPES
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import SAMPLER_LOGP_GAP_MAX
+from rllib_proxmo.experiments import plots
 from rllib_proxmo.experiments.checkpoints import (
     JOB_STATE_FILE,
     InsufficientSpaceError,
@@ -46,12 +48,25 @@ from rllib_proxmo.experiments.plots import plot_learning_curve
 from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
 from rllib_proxmo.experiments.runtime import quiet_framework_output
 from rllib_proxmo.experiments.scale import CPU
-from rllib_proxmo.experiments.tables import evaluation_table, wilson_interval, write_evaluation_table
+from rllib_proxmo.experiments.tables import (
+    EVAL_EPISODES,
+    EVAL_HIGH,
+    EVAL_LOW,
+    EVAL_SUCCESS,
+    evaluation_table,
+    held_out_figures,
+    history_row,
+    wilson_interval,
+    write_evaluation_table,
+)
 from rllib_proxmo.rollout.engines.vllm_engine import installed_build
 from rllib_proxmo.testing import build_tiny_chat_model
+from tests.experiments.test_tuned_examples import _result as training_result
 from tests.text_env import DEFAULT_BUTTONS, TextGuessEnv
 
 REPO = Path(__file__).resolve().parents[2]
+#: History-row keys of an iteration's held-out evaluation.
+HELD_OUT = (EVAL_SUCCESS, EVAL_LOW, EVAL_HIGH, EVAL_EPISODES)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -68,6 +83,8 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     for argv in (["--trainable-layers", "0"], ["--engine", "vllm"], ["--num-gpus-per-learner", "1"]):
         assert "reuse_sampler_trunk" not in build_config(parse_args(argv)).model_config
     assert (args.stop_iters, args.time_budget_min) == (RL_ITERATIONS, None)
+    assert args.eval_every == config.evaluation_interval == CPU.evaluation_interval
+    assert build_config(parse_args(["--eval-every", "0"])).evaluation_interval == 0
     assert args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
 
@@ -156,11 +173,53 @@ def test_iteration_plan_follows_the_mean_iteration_time():
 
 
 def test_progress_line_shows_iteration_rates_throughput_and_eta():
-    row = {"success_rate": 0.25, "format_valid_rate": 0.875, "generated_tokens_per_s": 41.25, "time_iteration_s": 160}
-    line = progress_line(3, 5, row, eta_s=320.4)
-    assert line == "iter 3/5 | success 0.25 | format-valid 0.88 | tokens/s 41.2 | iter 160.0 s | ETA 5m20s"
+    row = {
+        "success_rate": 0.25,
+        "format_valid_rate": 0.875,
+        "prompt_tokens_per_s": 409.6,
+        "generated_tokens_per_s": 41.25,
+        "turns_per_s": 1.24,
+        "time_iteration_s": 160,
+    }
+    line = progress_line(3, 5, row, eta_s=320.4, split="unseen")
+    assert line == (
+        "iter 3/5 | success 0.25 | format-valid 0.88 | prompt tok/s 410 | gen tok/s 41.2 | turns/s 1.2 | "
+        "iter 160.0 s | ETA 5m20s"
+    )
+    # An iteration that evaluated: the held-out success and its interval after the training success.
+    row.update(held_out_figures({"success_rate": 0.25, "num_episodes": 12.0}))
+    line = progress_line(3, 5, row, eta_s=320.4, split="unseen")
+    assert line.startswith("iter 3/5 | success 0.25 | unseen 0.25 (0.09-0.53) | format-valid 0.88 | prompt tok/s")
     row["sampler_logp_gap_max"] = 3.14e-6
-    assert progress_line(3, 5, row, eta_s=320.4).endswith("| ETA 5m20s | sampler gap 3.1e-06")
+    assert progress_line(3, 5, row, eta_s=320.4, split="test").endswith("| ETA 5m20s | sampler gap 3.1e-06")
+
+
+def test_history_rows_carry_the_held_out_success_of_evaluated_iterations_only():
+    trained = history_row(1, training_result(1, 0.5))
+    assert trained == {
+        "iteration": 1.0,
+        "success_rate": 0.5,
+        "format_valid_rate": 1.0,
+        "score_mean": 0.5,
+        "generated_tokens_per_s": 10.0,
+        "prompt_tokens_per_s": 250.0,  # per second of sampling, as turns_per_s
+        "turns_per_s": 7.5,
+        "time_iteration_s": 2.0,
+    }
+    evaluation = {"success_rate": 0.25, "num_episodes": 12.0, "format_valid_rate": 0.9}
+    evaluated = history_row(2, training_result(2, 0.5, evaluation={"env_runners": evaluation}))
+    low, high = wilson_interval(0.25, 12)
+    assert evaluated == {
+        **trained,
+        "iteration": 2.0,
+        EVAL_SUCCESS: 0.25,
+        EVAL_LOW: low,
+        EVAL_HIGH: high,
+        EVAL_EPISODES: 12.0,
+    }
+    # An evaluation that lost every episode has no rate to show.
+    lost = {"env_runners": {"num_episodes": 0.0, "num_turns": 0.0}}
+    assert history_row(3, training_result(3, 0.5, evaluation=lost)) == {**trained, "iteration": 3.0}
 
 
 def test_evaluation_tables_use_the_paper_columns(tmp_path):
@@ -203,6 +262,58 @@ def test_learning_curve_is_a_png_and_rejects_bad_history(tmp_path):
         plot_learning_curve([], tmp_path / "empty.png", "t")
     with pytest.raises(ValueError, match="score_mean"):
         plot_learning_curve([{k: v for k, v in row.items() if k != "score_mean"}], tmp_path / "bad.png", "t")
+
+
+def _drawn_figures(monkeypatch) -> list[Figure]:
+    """The figures :mod:`~rllib_proxmo.experiments.plots` saves from now on, in order."""
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or save(figure, path))
+    return figures
+
+
+def test_learning_curve_joins_the_held_out_evaluations_over_their_wilson_band(tmp_path, monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    row = {
+        "iteration": 1.0,
+        "success_rate": 0.5,
+        "format_valid_rate": 1.0,
+        "score_mean": 0.5,
+        "generated_tokens_per_s": 30.0,
+    }
+    evaluated = {**row, **held_out_figures({"success_rate": 0.25, "num_episodes": 12.0})}
+    history = [row, {**evaluated, "iteration": 2.0}, {**row, "iteration": 3.0}, {**evaluated, "iteration": 4.0}]
+    start = {"success_rate": 0.0, "num_episodes": 12.0, "format_valid_rate": 0.5, "score_mean": 0.0}
+    final = {**start, "success_rate": 0.25}
+    plot_learning_curve(history, tmp_path / "curve.png", "t", final, start, start_label="warm start", split="unseen")
+    success = figures[-1].axes[0]
+    labels = [text.get_text() for text in success.get_legend().get_texts()]
+    assert labels == [
+        "success rate",
+        "unseen success rate (evaluation)",
+        "unseen success rate, 95 % Wilson interval",
+        "unseen success rate (warm start)",
+        "format-valid rate",
+        "format-valid rate (warm start, evaluation)",
+        "format-valid rate (evaluation)",
+        "RL starts (warm start ended)",
+    ]
+    # The start evaluation and the evaluated iterations; the last one's evaluation is the final one.
+    held_out = next(line for line in success.lines if line.get_label() == "unseen success rate (evaluation)")
+    assert list(held_out.get_xdata()) == [0.0, 2.0, 4.0] and list(held_out.get_ydata()) == [0.0, 0.25, 0.25]
+    # The band spans the Wilson intervals: from 0 of the start's 0/12 to the top of 3/12's.
+    (band,) = success.collections
+    heights = band.get_paths()[0].vertices[:, 1]
+    assert (heights.min(), heights.max()) == pytest.approx((0.0, wilson_interval(0.25, 12)[1]))
+    # The rows hold the held-out figures: a final evaluation outside them adds no point (only stars).
+    plot_learning_curve(history[:1], tmp_path / "start.png", "t", final, start)
+    held_out = next(
+        line for line in figures[-1].axes[0].lines if line.get_label() == "held-out success rate (evaluation)"
+    )
+    assert list(held_out.get_xdata()) == [0.0] and len(figures[-1].axes[0].collections) == 1
+    # Without any evaluation: the training curves alone.
+    plot_learning_curve(history[:1], tmp_path / "none.png", "t")
+    assert [line.get_label() for line in figures[-1].axes[0].lines] == ["success rate", "format-valid rate"]
+    assert not figures[-1].axes[0].collections
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +473,9 @@ def test_tiny_run_goes_on_with_one_warning_when_the_store_is_unreachable(tiny_mo
     assert len([w for w in caught if "MLflow tracking is off" in str(w.message)]) == 1
     assert summary["mlflow_run_id"] is None and summary["tracking_uri"] is None
     assert summary["plot"].exists() and summary["evaluation_md"].exists() and Path(summary["checkpoint"]).exists()
-    assert len(summary["history"]) == 1
+    # The iteration ran no evaluation: the one after it, the final one, is its row's.
+    [row] = summary["history"]
+    assert {key: row[key] for key in HELD_OUT} == held_out_figures(summary["evaluation"])
 
 
 @pytest.mark.slow
@@ -379,19 +492,28 @@ def test_tiny_run_samples_with_vllm_on_cpu_env_runners(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_runs_with_one_seed_give_the_same_curve_and_tables(tiny_model, ray_session, tmp_path):
+def test_two_runs_with_one_seed_give_the_same_curve_and_tables(tiny_model, ray_session, tmp_path, capsys):
     # Every draw is seeded (warm-start demonstrations, RL tasks and samples, evaluation tasks and samples):
-    # only the times may differ. Two iterations, so the second draws after a weight update.
-    runs = [
-        train(_tiny_run_args(tiny_model, tmp_path / name, "--no-mlflow", "--stop-iters", "2", "--seed", "3"))
-        for name in ("first", "second")
-    ]
-    timing = ("generated_tokens_per_s", "time_iteration_s")
+    # only the times may differ. Two iterations, so the second draws after a weight update; each
+    # iteration also plays the held-out tasks (RLlib's evaluation_interval).
+    flags = ("--no-mlflow", "--stop-iters", "2", "--seed", "3", "--eval-every", "1")
+    runs = [train(_tiny_run_args(tiny_model, tmp_path / name, *flags)) for name in ("first", "second")]
+    timing = ("generated_tokens_per_s", "prompt_tokens_per_s", "turns_per_s", "time_iteration_s")
     curves = [[{k: v for k, v in row.items() if k not in timing} for row in run["history"]] for run in runs]
     assert len(curves[0]) == 2 and curves[0] == curves[1]
     assert runs[0]["evaluation_md"].read_text() == runs[1]["evaluation_md"].read_text()
     assert runs[0]["start_evaluation"] == runs[1]["start_evaluation"]
     assert runs[0]["evaluation"] == runs[1]["evaluation"]
+    # Both iterations evaluated, and the second one's evaluation is the final one: not played again.
+    for run in runs:
+        first, last = run["history"]
+        assert set(HELD_OUT) <= set(first) and first[EVAL_EPISODES] == last[EVAL_EPISODES] == 3
+        assert held_out_figures(run["evaluation"]) == {key: last[key] for key in HELD_OUT}
+    printed = capsys.readouterr().out
+    assert "evaluating on the same" not in printed
+    assert printed.count("the evaluation of iteration 2 is the final one") == 2
+    progress = [line for line in printed.splitlines() if line.startswith("iter ")]
+    assert len(progress) == 4 and all(" | training 0." in line or " | training 1." in line for line in progress)
 
 
 def test_checkpoint_every_defaults_to_the_cpu_size_and_resume_needs_a_checkpoint(tmp_path, capsys):
@@ -399,6 +521,18 @@ def test_checkpoint_every_defaults_to_the_cpu_size_and_resume_needs_a_checkpoint
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--resume", str(tmp_path)])
     assert exit_info.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_a_flag_existed_resumes_with_the_flags_default(tmp_path):
+    old = parse_args(["--run-name", "old", "--output", str(tmp_path), "--stop-iters", "7"])
+    skip = {"eval_every", "resume", "resume_from"}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(old).items() if k not in skip}
+    saved = periodic_checkpoint_dir(tmp_path, 2)
+    saved.mkdir(parents=True)
+    (saved / JOB_STATE_FILE).write_text(json.dumps({"args": settings}))
+    args = parse_args(["--resume", str(tmp_path)])
+    assert (args.run_name, args.stop_iters, args.resume_from) == ("old", 7, saved)
+    assert args.eval_every == CPU.evaluation_interval
 
 
 def test_saves_are_atomic_and_check_the_free_space_first(tiny_model, ray_session, tmp_path):

@@ -251,7 +251,13 @@ def _result(iteration: int, success: float, **extra: dict) -> dict:
     return {
         "training_iteration": iteration,
         "env_runners": {"success_rate": success, "format_valid_rate": 1.0, "score_mean": success},
-        "proxmo": {"generated_tokens_per_s": 10.0, "time_iteration_s": 2.0},
+        "proxmo": {
+            "generated_tokens_per_s": 10.0,
+            "prompt_tokens": 400.0,
+            "time_sampling_s": 1.6,
+            "turns_per_s": 7.5,
+            "time_iteration_s": 2.0,
+        },
         **extra,
     }
 
