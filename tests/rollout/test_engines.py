@@ -21,6 +21,7 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     decoder_layers,
 )
 from rllib_proxmo.rollout.engines import Generation, HFEngine, SamplingParams
+from rllib_proxmo.rollout.engines.hf_engine import length_buckets
 from rllib_proxmo.testing import build_tiny_chat_model
 
 WORDS = "press red green blue look help the chest <action> </action>".split()
@@ -177,3 +178,31 @@ def test_kept_trunk_states_are_the_trained_blocks_input_of_a_full_pass(model_dir
     assert HFEngine(policy.model, policy.tokenizer).generate(prompts, SamplingParams(4, seed=1))[0].trunk_states is None
     with pytest.raises(ValueError, match=r"trunk_block must be in \[1, 1\]"):
         HFEngine(policy.model, policy.tokenizer, trunk_block=0)
+
+
+def test_length_buckets_bound_the_padding_and_keep_every_prompt_once():
+    lengths = [480, 150, 300, 310, 150, 460, 290, 155]
+    buckets = length_buckets(lengths, max_padding=0.25)
+    assert sorted(i for bucket in buckets for i in bucket) == list(range(len(lengths)))
+    for bucket in buckets:
+        width, tokens = max(lengths[i] for i in bucket), sum(lengths[i] for i in bucket)
+        assert width * len(bucket) <= 1.25 * tokens
+    assert buckets == [[0, 5, 3, 2], [6], [7, 1, 4]]
+    assert length_buckets(lengths, max_padding=float("inf")) == [[0, 5, 3, 2, 6, 7, 1, 4]]
+    assert length_buckets([5, 5, 5], max_padding=0.0) == [[0, 1, 2]]
+
+
+def test_length_buckets_generate_what_one_padded_batch_generates(model_dir):
+    policy = _policy(model_dir)
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, seed=0)
+    bucketed = HFEngine(policy.model, policy.tokenizer, max_padding=0.0).generate(PROMPTS, params)
+    one_batch = HFEngine(policy.model, policy.tokenizer, max_padding=float("inf")).generate(PROMPTS, params)
+    assert [g.token_ids for g in bucketed] == [g.token_ids for g in one_batch]
+    assert max(abs(a - b) for x, y in zip(bucketed, one_batch) for a, b in zip(x.logprobs, y.logprobs)) < 1e-4
+    assert _max_gap(policy, bucketed) < 1e-4
+
+
+def test_negative_padding_allowance_is_refused(model_dir):
+    policy = _policy(model_dir)
+    with pytest.raises(ValueError, match="max_padding must be >= 0"):
+        HFEngine(policy.model, policy.tokenizer, max_padding=-0.1)
