@@ -6,7 +6,8 @@ be drawn from any thread or Ray actor. Two figures:
 - :func:`plot_learning_curve`: one run, three panels, with the held-out evaluations
   as a line and a Wilson band (the main job's and every Tune trial's ``learning_curve.png``);
 - :func:`plot_success_bands`: success rate of groups of runs, mean ± one standard
-  deviation over seeds (the report's ``learning_curves_<env>.png``).
+  deviation over seeds (the report's ``learning_curves_<env>.png``), with their held-out
+  success in a second panel where given (``benchmarks/learning_llm.py``).
 """
 
 from __future__ import annotations
@@ -196,26 +197,46 @@ def curve_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return iterations, mean, std
 
 
-def plot_success_bands(groups: Mapping[str, Sequence[Curve]], path: str | Path, title: str) -> Path:
+def plot_success_bands(
+    groups: Mapping[str, Sequence[Curve]],
+    path: str | Path,
+    title: str,
+    held_out: Mapping[str, Sequence[Curve]] | None = None,
+    *,
+    split: str = "held-out",
+) -> Path:
     """Success rate (%) against iteration: a line per group, the band ± one std over its runs.
 
     Args:
         groups: Group label -> the success-rate curves (rates in [0, 1]) of its runs.
         path: Output PNG; its parent directory is created.
         title: Figure title.
+        held_out: Group label -> the held-out success curves of its runs (e.g. the evaluated
+            iterations, the starting policy's at 0); when not empty, ``groups`` are the training
+            rollouts' panel and these a second one, a label in the same colour in both.
+        split: The held-out panel's name of the evaluation's split (e.g. ``"unseen"``).
 
     Raises:
         ValueError: when there is no group or a group has no point.
     """
     if not groups:
         raise ValueError("plot_success_bands needs at least one group of runs")
-    figure, (ax,) = _figure(1, title)
-    for label, curves in groups.items():
-        iterations, mean, std = curve_band(curves)
-        if not len(iterations):
-            raise ValueError(f"group {label!r} has no success-rate point")
-        ax.plot(iterations, 100 * mean, marker=_marker(len(iterations)), label=f"{label} (n={len(curves)})")
-        ax.fill_between(iterations, 100 * (mean - std), 100 * (mean + std), alpha=0.2)
-    ax.set_ylim(-2, 102)
-    _finish_axes(ax, "success rate", "success rate (%)")
+    panels = {"success rate": groups} if not held_out else {"training rollouts": groups, f"{split} split": held_out}
+    colours = {label: f"C{index}" for index, label in enumerate(dict.fromkeys([*groups, *(held_out or {})]))}
+    figure, axes = _figure(len(panels), title)
+    for ax, (panel, bands) in zip(axes, panels.items()):
+        for label, curves in bands.items():
+            iterations, mean, std = curve_band(curves)
+            if not len(iterations):
+                raise ValueError(f"group {label!r} has no success-rate point")
+            ax.plot(
+                iterations,
+                100 * mean,
+                marker=_marker(len(iterations)),
+                color=colours[label],
+                label=f"{label} (n={len(curves)})",
+            )
+            ax.fill_between(iterations, 100 * (mean - std), 100 * (mean + std), color=colours[label], alpha=0.2)
+        ax.set_ylim(-2, 102)
+        _finish_axes(ax, panel, "success rate (%)")
     return _save(figure, path)

@@ -74,7 +74,8 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args = parse_args([])
     assert (args.env, args.model, args.estimator) == ("ALFWorld-v0", "smollm2-135m-instruct", "proxmo")
-    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (4, 3, 8, 24)
+    assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (3, 4, 10, 24)
+    assert (args.num_games, args.eval_tasks, args.sft_episodes, args.sft_epochs) == (48, 48, 64, 4)
     assert (args.sft_episodes, args.trainable_layers, args.lr) == (CPU.warm_up_episodes, 4, CPU.lr)
     config = build_config(args)
     assert config.llm_env_config == {"template": "alfworld-compact", "history_length": 1, "require_think": False}
