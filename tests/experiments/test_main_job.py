@@ -152,7 +152,7 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
     }
     assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
     assert alfworld.model_config["max_new_tokens"] == 24 and alfworld.model_config["dtype"] == "float32"
-    assert alfworld.num_gpus_per_learner == 0 and (alfworld.tasks_per_iteration, alfworld.group_size) == (4, 3)
+    assert alfworld.num_gpus_per_learner == 0 and (alfworld.tasks_per_iteration, alfworld.group_size) == (3, 4)
     assert alfworld.llm_env_config == CPU.llm_env_config("ALFWorld-v0")
     webshop = build_config(
         parse_args(["--env", "WebShop-v0", "--lr", "1e-5", "--llm-env-config", '{"require_think": false}'])
