@@ -1,11 +1,12 @@
 """The main job (``make train``): train ProxMO, evaluate on unseen tasks, save and track it all.
 
-Defaults fit a 2-core CPU in about 20 minutes: SmolLM2-135M-Instruct (embedded
-weights, top 4 of 30 layers trained) on 4 generated ALFWorld games per split with the compact
-prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line, answered with the command). First a
-supervised warm start on ``--sft-episodes`` expert episodes (:mod:`rllib_proxmo.sft`; 0 skips it),
-then the starting policy plays the unseen split (at the release's validation temperature 0.4),
-then RL: every training game x 3 rollouts per iteration, 8 turns of at most 24 new tokens,
+Defaults (the transfer setting) take about 45 minutes on an idle 2-core CPU:
+SmolLM2-135M-Instruct (embedded weights, top 4 of 30 layers trained) on 48 generated ALFWorld
+games per split with the compact prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line,
+answered with the command). First a supervised warm start on ``--sft-episodes`` episodes of the
+searching expert (:mod:`rllib_proxmo.sft`, ALFWorld's ``expert="search"``; 0 skips it), then the
+starting policy plays 48 unseen episodes (at the release's validation temperature 0.4), then RL:
+3 training games drawn per iteration x 4 rollouts, 10 turns of at most 24 new tokens,
 ``--stop-iters`` iterations (10 by default: the same curve for a seed on any machine, only the
 time differs). After every ``--eval-every``-th iteration (default: the CPU scale's
 ``evaluation_interval``; 0: none) the policy plays the same unseen tasks with the same seeds
@@ -98,7 +99,7 @@ from rllib_proxmo.experiments.scale import CPU, EXPERT_ENV_CONFIGS, PAPER, env_c
 from rllib_proxmo.experiments.tables import EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, held_out_figures, history_row
 
 #: RL iterations of the main job: a fixed count, so that a seed gives one curve on every machine
-#: (49-76 s each on 2 cores with the CPU defaults).
+#: (about 100 s each on 2 cores with the CPU defaults, plus 4-5 minutes per unseen evaluation).
 RL_ITERATIONS = 10
 
 
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-iters",
         type=positive_int,
         default=RL_ITERATIONS,
-        help=f"RL training iterations (default {RL_ITERATIONS}: about 11 minutes on 2 cores)",
+        help=f"RL training iterations (default {RL_ITERATIONS}: about 20 minutes on 2 cores with the evaluations)",
     )
     run.add_argument(
         "--time-budget-min",
