@@ -247,14 +247,18 @@ def test_evaluation_tables_use_the_paper_columns(tmp_path):
         wilson_interval(0.5, 0)
 
 
+#: One iteration's row as the learning curve needs it.
+CURVE_ROW = {
+    "iteration": 1.0,
+    "success_rate": 0.5,
+    "format_valid_rate": 1.0,
+    "score_mean": 0.5,
+    "generated_tokens_per_s": 30.0,
+}
+
+
 def test_learning_curve_is_a_png_and_rejects_bad_history(tmp_path):
-    row = {
-        "iteration": 1.0,
-        "success_rate": 0.5,
-        "format_valid_rate": 1.0,
-        "score_mean": 0.5,
-        "generated_tokens_per_s": 30.0,
-    }
+    row = dict(CURVE_ROW)
     path = plot_learning_curve(
         [row, {**row, "iteration": 2.0}], tmp_path / "sub" / "curve.png", "t", {"success_rate": 1}
     )
@@ -274,13 +278,7 @@ def _drawn_figures(monkeypatch) -> list[Figure]:
 
 def test_learning_curve_joins_the_held_out_evaluations_over_their_wilson_band(tmp_path, monkeypatch):
     figures = _drawn_figures(monkeypatch)
-    row = {
-        "iteration": 1.0,
-        "success_rate": 0.5,
-        "format_valid_rate": 1.0,
-        "score_mean": 0.5,
-        "generated_tokens_per_s": 30.0,
-    }
+    row = dict(CURVE_ROW)
     evaluated = {**row, **held_out_figures({"success_rate": 0.25, "num_episodes": 12.0})}
     history = [row, {**evaluated, "iteration": 2.0}, {**row, "iteration": 3.0}, {**evaluated, "iteration": 4.0}]
     start = {"success_rate": 0.0, "num_episodes": 12.0, "format_valid_rate": 0.5, "score_mean": 0.0}

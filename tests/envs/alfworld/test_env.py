@@ -89,18 +89,20 @@ def test_stock_engine_plays_the_same_episode(cache_dir, env):
     assert episodes[0] == episodes[1]
 
 
-def test_expert_recovers_from_random_detours(env):
-    rng = np.random.default_rng(0)
-    for task_id in env.task_ids:
-        _, info = env.reset(options={"task_id": task_id})
-        for _ in range(8):
-            _, reward, terminated, _, info = env.step(str(rng.choice(info["admissible_actions"])))
+@pytest.mark.parametrize(("expert_fixture", "seed", "detours"), [("env", 0, 8), ("searching_env", 1, 6)])
+def test_expert_recovers_from_random_detours(request, expert_fixture, seed, detours):
+    expert_env = request.getfixturevalue(expert_fixture)
+    rng = np.random.default_rng(seed)
+    for task_id in expert_env.task_ids:
+        _, info = expert_env.reset(options={"task_id": task_id})
+        for _ in range(detours):
+            _, _, terminated, _, info = expert_env.step(str(rng.choice(info["admissible_actions"])))
             if terminated:
                 break
         else:
-            _, info, terminated, truncated = follow_expert(env, info)
+            _, info, terminated, _ = follow_expert(expert_env, info)
         assert terminated and info["won"], task_id
-    assert env.expert_failures == 0
+    assert expert_env.expert_failures == 0
 
 
 @pytest.fixture(scope="module")
@@ -139,20 +141,6 @@ def test_searching_expert_looks_where_the_oracle_need_not(env, searching_env):
             steps += len(follow_expert(expert_env, info)[0])
         lengths[expert_env.expert] = steps
     assert lengths["search"] > lengths["oracle"]
-
-
-def test_searching_expert_recovers_from_random_detours(searching_env):
-    rng = np.random.default_rng(1)
-    for task_id in searching_env.task_ids:
-        _, info = searching_env.reset(options={"task_id": task_id})
-        for _ in range(6):
-            _, _, terminated, _, info = searching_env.step(str(rng.choice(info["admissible_actions"])))
-            if terminated:
-                break
-        else:
-            _, info, terminated, _ = follow_expert(searching_env, info)
-        assert terminated and info["won"], task_id
-    assert searching_env.expert_failures == 0
 
 
 def test_unknown_expert_is_refused(cache_dir):
