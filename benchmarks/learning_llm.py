@@ -43,19 +43,17 @@ import numpy as np
 
 from rllib_proxmo.experiments.plots import Curve, curve_band, plot_success_bands
 from rllib_proxmo.experiments.tables import (
-    EVAL_EPISODES,
     EVAL_HIGH,
     EVAL_LOW,
     EVAL_SUCCESS,
     held_out_figures,
+    held_out_points,
     markdown_table,
 )
 
 #: Key of a training result's ``proxmo/advantages`` (and of a history row here): the fraction of task
 #: groups whose episode returns were all equal.
 ZERO_STD_GROUPS = "zero_std_group_fraction"
-#: History-row keys of an evaluation: success rate, its 95 % Wilson interval, episodes played.
-HELD_OUT_KEYS = (EVAL_SUCCESS, EVAL_LOW, EVAL_HIGH, EVAL_EPISODES)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -152,25 +150,17 @@ def run_one(job_args: argparse.Namespace, label: str) -> dict[str, Any]:
     return {"history": history, "evaluation": evaluation, "seconds": time.perf_counter() - start}
 
 
-def held_out_points(run: Mapping[str, Any], warm_start: Mapping[str, float]) -> list[tuple[int, dict[str, float]]]:
-    """(iteration, :data:`HELD_OUT_KEYS` figures) of a run's evaluations: the warm start's at 0, then the
-    evaluated iterations'."""
-    evaluated = [
-        (int(row["iteration"]), {key: row[key] for key in HELD_OUT_KEYS})
-        for row in run["history"]
-        if EVAL_SUCCESS in row
-    ]
-    return [(0, dict(warm_start)), *evaluated]
-
-
 def training_curves(runs: Mapping[int, Mapping[str, Any]], key: str) -> list[Curve]:
     """Each run's (iteration, ``key``) history."""
     return [[(int(row["iteration"]), row[key]) for row in run["history"]] for run in runs.values()]
 
 
 def unseen_curves(runs: Mapping[int, Mapping[str, Any]], warm_start: Mapping[str, float]) -> list[Curve]:
-    """Each run's (iteration, unseen success) of its :func:`held_out_points`."""
-    return [[(i, figures[EVAL_SUCCESS]) for i, figures in held_out_points(run, warm_start)] for run in runs.values()]
+    """Each run's (iteration, unseen success) of its evaluations, the warm start's (``warm_start``) at 0."""
+    return [
+        [(i, figures[EVAL_SUCCESS]) for i, figures in held_out_points(run["history"], warm_start)]
+        for run in runs.values()
+    ]
 
 
 def summarize(runs: Mapping[int, Mapping[str, Any]], warm_start: Mapping[str, float]) -> dict[str, Any]:
@@ -185,7 +175,7 @@ def summarize(runs: Mapping[int, Mapping[str, Any]], warm_start: Mapping[str, fl
     iterations, success, success_std = curve_band(training_curves(runs, "success_rate"))
     _, zero_std, _ = curve_band(training_curves(runs, ZERO_STD_GROUPS))
     evaluated, unseen, unseen_std = curve_band(unseen_curves(runs, warm_start))
-    by_seed = {seed: dict(held_out_points(run, warm_start)) for seed, run in runs.items()}
+    by_seed = {seed: dict(held_out_points(run["history"], warm_start)) for seed, run in runs.items()}
     return {
         "seeds": list(runs),
         "training": [

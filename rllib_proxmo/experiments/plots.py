@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from rllib_proxmo.experiments.tables import EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, held_out_figures
+from rllib_proxmo.experiments.tables import EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, held_out_figures, held_out_points
 
 #: Width and height in inches of one panel, and the resolution of the PNG files.
 PANEL_SIZE = (4.5, 3.6)
@@ -121,7 +121,8 @@ def plot_learning_curve(
         for label, key in curves:
             ax.plot(iterations, [row[key] for row in history], marker=_marker(len(history)), label=label)
             if key == HELD_OUT_KEY:
-                _plot_held_out(ax, _held_out_points(history, start_evaluation), f"{split} {label}", start_label)
+                points = held_out_points(history, held_out_figures(start_evaluation or {}))
+                _plot_held_out(ax, points, f"{split} {label}", start_label)
                 continue
             if start_evaluation is not None and key in start_evaluation:
                 ax.plot(
@@ -148,17 +149,7 @@ def plot_learning_curve(
     return _save(figure, path)
 
 
-def _held_out_points(
-    history: Sequence[Mapping[str, float]], start_evaluation: Mapping[str, float] | None
-) -> list[tuple[float, Mapping[str, float]]]:
-    """(iteration, :func:`held_out_figures`) of the start evaluation (at 0, when it played episodes) and of
-    the evaluated iterations."""
-    evaluated = [(row["iteration"], row) for row in history if EVAL_SUCCESS in row]
-    start = held_out_figures(start_evaluation or {})
-    return [(0.0, start), *evaluated] if start else evaluated
-
-
-def _plot_held_out(ax: Axes, points: Sequence[tuple[float, Mapping[str, float]]], label: str, start_label: str) -> None:
+def _plot_held_out(ax: Axes, points: Sequence[tuple[int, Mapping[str, float]]], label: str, start_label: str) -> None:
     """The held-out success ``points`` joined by a line over their Wilson band; the starting policy's, at
     iteration 0, also as a diamond named ``start_label``."""
     if not points:

@@ -24,6 +24,8 @@ EVAL_SUCCESS, EVAL_LOW, EVAL_HIGH, EVAL_EPISODES = (
     "eval_success_high",
     "eval_num_episodes",
 )
+#: Those keys, in that order (what :func:`held_out_figures` returns).
+HELD_OUT_KEYS = (EVAL_SUCCESS, EVAL_LOW, EVAL_HIGH, EVAL_EPISODES)
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -90,6 +92,17 @@ def held_out_figures(metrics: Mapping[str, float]) -> dict[str, float]:
     rate = float(metrics["success_rate"])
     low, high = wilson_interval(rate, episodes)
     return {EVAL_SUCCESS: rate, EVAL_LOW: low, EVAL_HIGH: high, EVAL_EPISODES: episodes}
+
+
+def held_out_points(
+    history: Sequence[Mapping[str, float]], start: Mapping[str, float]
+) -> list[tuple[int, dict[str, float]]]:
+    """(iteration, :data:`HELD_OUT_KEYS` figures) of a run's evaluations: ``start`` (the starting policy's
+    :func:`held_out_figures`) at 0 unless empty, then every history row that carries an evaluation."""
+    evaluated = [
+        (int(row["iteration"]), {key: row[key] for key in HELD_OUT_KEYS}) for row in history if EVAL_SUCCESS in row
+    ]
+    return [(0, dict(start)), *evaluated] if start else evaluated
 
 
 def evaluation_table(env: str, metrics: Mapping[str, float]) -> dict[str, str]:
