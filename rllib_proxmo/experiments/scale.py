@@ -155,7 +155,7 @@ CPU = Scale(
     dtype="float32",
     # The unseen split every 5 iterations: the curve shows whether what is learned transfers.
     evaluation_interval=5,
-    # About a minute per iteration: at most 2 minutes lost to an interruption.
+    # About 110 s per iteration (cpu-transfer-s7): at most 4 minutes lost to an interruption.
     checkpoint_every=2,
     # Enough unseen episodes that a change of 0.2 shows beyond the 95 % interval.
     evaluation_num_tasks=48,
