@@ -101,6 +101,10 @@ from rllib_proxmo.experiments.tables import EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, h
 #: RL iterations of the main job: a fixed count, so that a seed gives one curve on every machine
 #: (about 100 s each on 2 cores with the CPU defaults, plus 4-5 minutes per unseen evaluation).
 RL_ITERATIONS = 10
+#: CPUs (and so torch threads) of the held-out evaluation's env runner. The local Ray start adds
+#: them to the env runners' and learners': the evaluation runs while those wait, so on a 2-core
+#: machine it uses both cores instead of Ray's one thread per single-CPU actor.
+EVALUATION_CPUS = 2
 
 
 def add_environment_arguments(task: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -340,7 +344,7 @@ def build_config(args: argparse.Namespace) -> Any:
             evaluation_num_env_runners=1,
             evaluation_num_tasks=args.eval_tasks,
             evaluation_group_size=1,
-            evaluation_config={"env_config": eval_env},
+            evaluation_config={"env_config": eval_env, "num_cpus_per_env_runner": EVALUATION_CPUS},
         )
         .debugging(seed=args.seed)
     )
@@ -558,7 +562,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         with stop:
             owns_ray = start_ray(
                 address=args.address,
-                num_cpus=max(2, args.num_env_runners + args.num_learners + 2),
+                num_cpus=args.num_env_runners + args.num_learners + EVALUATION_CPUS,
                 num_gpus=max(args.num_learners, 1) * args.num_gpus_per_learner,
             )
             stop.install()

@@ -36,6 +36,7 @@ from rllib_proxmo.experiments.checkpoints import (
     save_atomically,
 )
 from rllib_proxmo.experiments.main_job import (
+    EVALUATION_CPUS,
     RL_ITERATIONS,
     build_config,
     draw_from_listed_tasks,
@@ -479,6 +480,21 @@ def test_tiny_run_goes_on_with_one_warning_when_the_store_is_unreachable(tiny_mo
 
 @pytest.mark.slow
 @pytest.mark.skipif(installed_build() != "cpu", reason="needs vLLM's CPU build (make install adds it)")
+def test_the_held_out_evaluation_runs_on_all_its_cpus(tiny_model, ray_session, tmp_path):
+    # Ray gives a single-CPU actor one torch thread: the evaluation runner asks for EVALUATION_CPUS, so on
+    # a 2-core machine it plays the held-out split on both cores while the driver's sampler and learner wait.
+    import torch
+
+    algo = build_config(_tiny_run_args(tiny_model, tmp_path / "out", "--no-mlflow")).build_algo()
+    try:
+        threads = algo.eval_env_runner_group.foreach_env_runner(
+            lambda _: torch.get_num_threads(), local_env_runner=False
+        )
+    finally:
+        algo.stop()
+    assert threads == [EVALUATION_CPUS]
+
+
 def test_tiny_run_samples_with_vllm_on_cpu_env_runners(ray_session, tmp_path):
     # vLLM's CPU attention needs heads of 32 or more: 2 heads of 64.
     words = ["press", "look", "help", "<action>", "</action>", *DEFAULT_BUTTONS]
