@@ -478,8 +478,6 @@ def test_tiny_run_goes_on_with_one_warning_when_the_store_is_unreachable(tiny_mo
     assert {key: row[key] for key in HELD_OUT} == held_out_figures(summary["evaluation"])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(installed_build() != "cpu", reason="needs vLLM's CPU build (make install adds it)")
 def test_the_held_out_evaluation_runs_on_all_its_cpus(tiny_model, ray_session, tmp_path):
     # Ray gives a single-CPU actor one torch thread: the evaluation runner asks for EVALUATION_CPUS, so on
     # a 2-core machine it plays the held-out split on both cores while the driver's sampler and learner wait.
@@ -495,6 +493,8 @@ def test_the_held_out_evaluation_runs_on_all_its_cpus(tiny_model, ray_session, t
     assert threads == [EVALUATION_CPUS]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(installed_build() != "cpu", reason="needs vLLM's CPU build (make install adds it)")
 def test_tiny_run_samples_with_vllm_on_cpu_env_runners(ray_session, tmp_path):
     # vLLM's CPU attention needs heads of 32 or more: 2 heads of 64.
     words = ["press", "look", "help", "<action>", "</action>", *DEFAULT_BUTTONS]
