@@ -183,6 +183,19 @@ def format_response(
     return f"<think>The next step towards the task is to {command}.</think>\n{answer}" if require_think else answer
 
 
+def answer_choices(admissible_actions: Sequence[str], *, template: PromptTemplate) -> list[str] | None:
+    """Every answer without a think block that :class:`ActionParsingWrapper` reads as a listed command.
+
+    One :func:`format_response` per command the prompt lists, in its order; None when no
+    command is listed or one takes free text (a ``head[<placeholder>]`` command such as
+    WebShop's ``search[<your query>]``), which no fixed list of answers covers.
+    """
+    listed = listed_actions(admissible_actions, template.hidden_actions)
+    if not listed or any(_PLACEHOLDER_COMMAND.fullmatch(command) for command in listed):
+        return None
+    return [format_response(command, admissible_actions, template=template, require_think=False) for command in listed]
+
+
 def template_for(env: gym.Env, template: str | None) -> PromptTemplate:
     """The prompt template ``template`` names, or the env's own (``env.unwrapped.prompt_template``).
 

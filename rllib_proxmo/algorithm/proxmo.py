@@ -360,6 +360,12 @@ class ProxMOConfig(AlgorithmConfig):
         except ValueError as error:
             self._value_error(str(error))
             sampler = None  # validation errors suppressed: nothing more to check here
+        if sampler is not None and sampler.constrain_to_admissible:
+            if self.llm_env_config is None or self.llm_env_config.get("require_think", True):
+                self._value_error(
+                    "model_config constrain_to_admissible needs the LLM wrappers' prompt without a think block: "
+                    "set llm_env_config require_think=False"
+                )
         if sampler is not None and sampler.engine == "vllm":
             problems = vllm_config_problems(
                 self.model_config,

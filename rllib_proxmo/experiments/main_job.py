@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=positive_int, default=CPU.max_new_tokens, help="tokens generated per turn"
     )
     algo.add_argument(
+        "--constrain-to-admissible",
+        action="store_true",
+        help="hold every answer to one of the listed admissible commands (model_config constrain_to_admissible; "
+        "HF engine, no think block)",
+    )
+    algo.add_argument(
         "--minibatch-size", type=positive_int, default=CPU.minibatch_size, help="turns per optimizer step"
     )
     algo.add_argument(
@@ -308,6 +314,8 @@ def build_config(args: argparse.Namespace) -> Any:
     model_config = CPU.model_config(args.env, args.model)
     model_config["max_new_tokens"] = args.max_new_tokens
     model_config["engine"] = args.engine
+    if args.constrain_to_admissible:
+        model_config["constrain_to_admissible"] = True
     if args.trainable_layers:
         model_config["trainable_layers"] = args.trainable_layers
     else:

@@ -39,6 +39,7 @@ from ray.rllib.utils.framework import get_device
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
+from envs.llm_wrappers import answer_choices
 from rllib_proxmo.rollout import chat
 from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE, check_engine
 from rllib_proxmo.rollout.engines import InferenceEngine, SamplingParams
@@ -96,6 +97,16 @@ class SamplerSettings:
             policy's lowest trained block (``Turn.trunk_states``): the learner then runs
             only the trained blocks. Needs ``trainable_layers`` and the HF engine; costs
             4·D bytes per token in the episodes (about 2 KB for SmolLM2-135M).
+        constrain_to_admissible: Hold every answer to one of the admissible commands the
+            prompt lists, written as the prompt asks (:func:`envs.llm_wrappers.answer_choices`),
+            in training and evaluation: the engine samples from the model's distribution
+            restricted, token by token, to those answers (``choices`` of the HF engine), so
+            no turn is lost to a malformed or inadmissible answer. The turns keep the
+            model's unrestricted log-probs, which the learner computes; the PPO ratio and the
+            KL term are those of the unrestricted policy. Needs the HF engine, a prompt
+            without a think block (``llm_env_config`` ``require_think=False``) and
+            ``eval_top_p`` 1; a state whose commands take free text (WebShop's search) is
+            answered freely.
     """
 
     max_new_tokens: int = 64
@@ -104,11 +115,19 @@ class SamplerSettings:
     max_prompt_tokens: int | None = None
     engine: str = DEFAULT_ENGINE
     reuse_sampler_trunk: bool = False
+    constrain_to_admissible: bool = False
 
     def __post_init__(self) -> None:
         check_engine(self.engine)
-        if not isinstance(self.reuse_sampler_trunk, bool):
-            raise ValueError(f"reuse_sampler_trunk must be a bool, got {self.reuse_sampler_trunk!r}")
+        for name in ("reuse_sampler_trunk", "constrain_to_admissible"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.constrain_to_admissible and (self.engine != "hf" or self.eval_top_p != 1.0):
+            raise ValueError(
+                f"constrain_to_admissible needs the 'hf' engine and eval_top_p 1.0 (got engine {self.engine!r}, "
+                f"eval_top_p {self.eval_top_p}): the vLLM engine cannot restrict an answer, and a nucleus "
+                "could leave no admissible one"
+            )
         if self.reuse_sampler_trunk and self.engine != "hf":
             raise ValueError(
                 f"reuse_sampler_trunk needs the 'hf' engine (the {self.engine!r} engine keeps no hidden states)"
@@ -148,13 +167,18 @@ class SamplerSettings:
 class _LiveEpisode:
     """Bookkeeping of one episode while it is being played."""
 
-    __slots__ = ("env", "episode", "prompt", "state")
+    __slots__ = ("actions", "env", "episode", "prompt", "state")
 
-    def __init__(self, env: gym.Env, episode: TextEpisode, prompt: str, state: str) -> None:
+    def __init__(self, env: gym.Env, episode: TextEpisode, prompt: str, info: Mapping[str, Any]) -> None:
         self.env = env
         self.episode = episode
+        self.observe(prompt, info)
+
+    def observe(self, prompt: str, info: Mapping[str, Any]) -> None:
+        """Take the env's next prompt, state text and admissible commands."""
         self.prompt = prompt
-        self.state = state
+        self.state = str(info["state"])
+        self.actions = list(info.get("admissible_actions") or ())
 
 
 class GroupedEnvRunner(EnvRunner, Checkpointable):
@@ -251,6 +275,25 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             f"max_prompt_tokens={limit}; raise max_prompt_tokens or shorten the prompt template"
         )
 
+    def _answer_choices(self, item: _LiveEpisode) -> list[tuple[int, ...]] | None:
+        """The token ids of every answer naming one of the episode's listed admissible commands
+        (``constrain_to_admissible``); None where its commands take free text or none is listed.
+
+        Raises:
+            ValueError: for an env whose prompt asks for a think block (free text before the answer).
+        """
+        try:
+            require_think, template = (item.env.get_wrapper_attr(name) for name in ("require_think", "template"))
+        except AttributeError:
+            require_think, template = True, None
+        if require_think:
+            raise ValueError(
+                "model_config constrain_to_admissible needs the LLM wrappers' prompt without a think block "
+                "(llm_env_config require_think=False)"
+            )
+        answers = answer_choices(item.actions, template=template)
+        return None if answers is None else [chat.response_ids(self.module.tokenizer, answer) for answer in answers]
+
     def _sampling_params(self, explore: bool, seed: int) -> SamplingParams:
         """Training: the module's temperature, no truncation; evaluation: the eval settings."""
         settings = self.settings
@@ -274,7 +317,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                     task_id=str(task_id),
                     task_type=str(info.get("task_type", "")),
                 )
-                live.append(_LiveEpisode(env, episode, prompt, str(info["state"])))
+                live.append(_LiveEpisode(env, episode, prompt, info))
         return live
 
     def sample(
@@ -315,8 +358,9 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                     finished.append(item.episode)
                 break
             prompts = [self._prompt_ids(item) for item in live]
+            choices = [self._answer_choices(item) for item in live] if self.settings.constrain_to_admissible else None
             start = time.perf_counter()
-            generations = self.engine.generate(prompts, self._sampling_params(explore, seed + turn_index))
+            generations = self.engine.generate(prompts, self._sampling_params(explore, seed + turn_index), choices)
             self._stats[GENERATION_S] += time.perf_counter() - start
             self._stats[GENERATED_TOKENS] += sum(len(g.token_ids) for g in generations)
             self._stats[PROMPT_TOKENS] += sum(len(p) for p in prompts)
@@ -331,6 +375,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                         response_ids=generation.token_ids,
                         reward=float(reward),
                         state=item.state,
+                        action=str(info.get("parsed_action") or generation.text),
                         format_valid=bool(info.get("format_valid", True)),
                         action_admissible=bool(info.get("action_admissible", True)),
                         action_repaired=bool(info.get("action_repaired", False)),
@@ -346,7 +391,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                     item.episode.truncated = bool(truncated and not terminated)
                     finished.append(item.episode)
                 else:
-                    item.prompt, item.state = prompt, str(info["state"])
+                    item.observe(prompt, info)
                     still_live.append(item)
             self._stats[ENV_STEP_S] += time.perf_counter() - start
             live = still_live

@@ -51,6 +51,9 @@ class Turn:
         reward: Reward the env returned for this step (the task's own reward, without
             any invalid-action penalty).
         state: Raw observation text the action was taken in (PSA / GiGPO state).
+        action: What the agent did, as text: the command the env's action parser read
+            (``info["parsed_action"]``, in its admissible spelling when admissible), else
+            the response text itself (a malformed output, or an env without a parser).
         format_valid: Whether the response parsed into an action.
         action_admissible: Whether the parsed action was admissible.
         action_repaired: Whether it was admissible only after the wrapper removed a list
@@ -70,6 +73,7 @@ class Turn:
     response_ids: tuple[int, ...]
     reward: float
     state: str
+    action: str = ""
     format_valid: bool = True
     action_admissible: bool = True
     action_repaired: bool = False
@@ -119,8 +123,10 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
     episode's ``won``), ``penalty`` (``Turn.penalty``), ``task_id`` and
     ``task_type`` (lists of str): the inputs of
     :func:`rllib_proxmo.advantages.compute_advantages` and the columns of
-    :mod:`rllib_proxmo.analysis.rollout_files` (but ``iteration``; ``penalty`` is
-    stored there as an extra column).
+    :mod:`rllib_proxmo.analysis.rollout_files` (but ``iteration``); and, stored there
+    as extra columns, ``action`` (list of str, ``Turn.action``), ``admissible``
+    (``Turn.action_admissible``) and ``advantage`` (``Turn.advantage``: NaN before
+    the advantage step has filled it in).
 
     Raises:
         ValueError: for an empty episode list or an episode without turns.
@@ -130,7 +136,20 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
     group_codes: dict[str, int] = {}
     columns: dict[str, list[Any]] = {
         key: []
-        for key in ("group_id", "episode_id", "t", "reward", "state", "success", "penalty", "task_id", "task_type")
+        for key in (
+            "group_id",
+            "episode_id",
+            "t",
+            "reward",
+            "state",
+            "success",
+            "penalty",
+            "task_id",
+            "task_type",
+            "action",
+            "admissible",
+            "advantage",
+        )
     }
     for number, episode in enumerate(episodes):
         if not episode.turns:
@@ -146,6 +165,9 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
             columns["penalty"].append(turn.penalty)
             columns["task_id"].append(str(episode.task_id))
             columns["task_type"].append(episode.task_type or "")
+            columns["action"].append(turn.action)
+            columns["admissible"].append(turn.action_admissible)
+            columns["advantage"].append(turn.advantage)
     return {
         **columns,
         "group_id": np.asarray(columns["group_id"], dtype=np.int64),
@@ -154,4 +176,6 @@ def step_columns(episodes: Sequence[TextEpisode]) -> dict[str, Any]:
         "reward": np.asarray(columns["reward"], dtype=np.float64),
         "success": np.asarray(columns["success"], dtype=bool),
         "penalty": np.asarray(columns["penalty"], dtype=np.float64),
+        "admissible": np.asarray(columns["admissible"], dtype=bool),
+        "advantage": np.asarray(columns["advantage"], dtype=np.float64),
     }

@@ -537,3 +537,12 @@ def test_rollouts_of_every_iteration_are_saved_for_offline_tuning(model_dir, ray
     arrays = {name: rollouts[name][first] for name in columns}
     states = [s for s, keep in zip(rollouts["state"], first, strict=True) if keep]
     assert np.all(np.isfinite(compute_advantages(**arrays, state=states)))
+    # What the agent did and the advantage the learner gave it: with the run's own estimator (the
+    # default ProxMO) and the saved penalties, the core gives back the saved advantages.
+    saved = compute_advantages(**arrays, state=states, penalty=rollouts["penalty"][first])
+    np.testing.assert_allclose(rollouts["advantage"][first], saved, rtol=1e-6, atol=1e-9)
+    admissible = rollouts["admissible"]
+    assert admissible.dtype == bool and admissible.any()
+    commands = {f"press {colour}" for colour in DEFAULT_BUTTONS} | {"look", "help"}
+    assert all(action in commands for action, ok in zip(rollouts["action"], admissible, strict=True) if ok)
+    assert all(isinstance(action, str) and action for action in rollouts["action"])

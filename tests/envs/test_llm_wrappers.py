@@ -25,6 +25,7 @@ from envs.llm_wrappers import (
     LLM_ENV_SETTINGS,
     ActionParsingWrapper,
     PromptWrapper,
+    answer_choices,
     check_llm_env_settings,
     extract_think,
     format_response,
@@ -773,6 +774,30 @@ def test_format_response_writes_what_the_parser_reads_back(template, require_thi
         else:
             assert parsed == command
         assert ("<think>" in response) == require_think
+
+
+@pytest.mark.parametrize("template", ["alfworld-compact", "alfworld-numbered"])
+def test_answer_choices_are_every_listed_command_as_the_parser_reads_it(template):
+    env = make_llm_env(TextGuessEnv(code_length=2), template=template, require_think=False)
+    _, info = env.reset(seed=0, options={"task_id": 5})
+    listed = [action for action in info["admissible_actions"] if action != "help"]  # the template hides help
+    answers = answer_choices(info["admissible_actions"], template=resolve_template(template))
+    assert len(answers) == len(listed) == 4
+    for answer, command in zip(answers, listed, strict=True):
+        twin = make_llm_env(TextGuessEnv(code_length=2), template=template, require_think=False)
+        twin.reset(seed=0, options={"task_id": 5})
+        _, _, _, _, played = twin.step(answer)
+        assert played["action_admissible"] and played["executed_action"] == command
+
+
+def test_answer_choices_leave_free_text_commands_and_empty_lists_free():
+    compact = resolve_template("alfworld-compact")
+    assert answer_choices(["search[<your query>]", "click[back]"], template=compact) is None
+    assert answer_choices(["help"], template=compact) is None  # nothing listed
+    assert answer_choices(["click[back]", "click[next >]"], template=compact) == [
+        "<action>click[back]</action>",
+        "<action>click[next >]</action>",
+    ]
 
 
 # --------------------------------------------------------------------------- near misses and echoes

@@ -87,6 +87,10 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     assert (args.stop_iters, args.time_budget_min) == (RL_ITERATIONS, None)
     assert args.eval_every == config.evaluation_interval == CPU.evaluation_interval
     assert build_config(parse_args(["--eval-every", "0"])).evaluation_interval == 0
+    assert "constrain_to_admissible" not in config.model_config
+    held = build_config(parse_args(["--constrain-to-admissible"]))
+    assert held.model_config["constrain_to_admissible"] is True
+    held.validate()  # the CPU prompt has no think block
     assert args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
 

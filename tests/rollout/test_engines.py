@@ -119,6 +119,49 @@ def test_responses_cut_at_max_new_tokens_are_flagged(model_dir):
         assert len(generation.logprobs) == len(generation.token_ids)
 
 
+def _choices(eos: int) -> list[list[tuple[int, ...]] | None]:
+    """Listed answers of :data:`PROMPTS`: two sharing a first token, a short one; none; one; two."""
+    return [[(12, 9, eos), (12, 7, eos), (10, eos)], None, [(6, 6, 6, eos)], [(11, eos), (8, 13, eos)]]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_choices_hold_each_response_to_a_listed_answer_and_keep_the_models_logprobs(model_dir, temperature):
+    policy = _policy(model_dir, temperature or 1.0)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    choices = _choices(policy.tokenizer.eos_token_id)
+    generations = engine.generate(PROMPTS, SamplingParams(12, temperature, seed=2), choices)
+    for row, generation in zip(choices, generations, strict=True):
+        assert row is None or (generation.token_ids in row and generation.stopped)
+    # The recorded log-probs are the model's own, which the learner computes, not the restricted ones.
+    assert _max_gap(policy, generations) <= 1e-5
+    if temperature == 0.0:
+        # Greedy: at each step the likeliest of the tokens that continue a listed answer.
+        with torch.no_grad():
+            logits = policy.model(torch.tensor([PROMPTS[0]])).logits[0, -1]
+        first = 12 if logits[12] > logits[10] else 10
+        assert generations[0].token_ids[0] == first
+
+
+def test_every_listed_answer_can_be_drawn_and_malformed_choices_are_refused(model_dir):
+    policy = _policy(model_dir)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    eos = policy.tokenizer.eos_token_id
+    listed = _choices(eos)[:1]
+    drawn = [engine.generate(PROMPTS[:1], SamplingParams(12, 1.0, seed=seed), listed)[0] for seed in range(40)]
+    assert {g.token_ids for g in drawn} == set(listed[0])
+    params = SamplingParams(12, 1.0)
+    for bad, message in [
+        ([[(10, eos)]], "one entry per prompt"),
+        ([[(10, eos)], None, [], None], "at least one response"),
+        ([[(10, 11)], None, None, None], "must end with a stop token"),
+        ([[(10,) * 12 + (eos,)], None, None, None], "fit max_new_tokens=12"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            engine.generate(PROMPTS, params, bad)
+    with pytest.raises(ValueError, match="top_p=0.9"):
+        engine.generate(PROMPTS, SamplingParams(12, 1.0, top_p=0.9), [None] * len(PROMPTS))
+
+
 def test_nucleus_logprobs_are_renormalised_over_the_nucleus(model_dir):
     policy = _policy(model_dir)
     engine = HFEngine(policy.model, policy.tokenizer)

@@ -73,6 +73,38 @@ def test_runner_builds_its_module_on_the_device_rllib_assigns(model_dir, monkeyp
     assert requested == [1, 0]
 
 
+def _learner_gap(model_dir: str, episodes: list[TextEpisode], pad_token_id: int, temperature: float) -> float:
+    """Largest difference between the turns' sampler log-probs and the learner's on their token batch."""
+    for episode in episodes:
+        for turn in episode.turns:
+            turn.advantage = 0.0
+    columns = pad_turns(episodes, pad_token_id)
+    learner = LLMRLModule(
+        model_config={"model_name_or_path": model_dir, "temperature": temperature}, inference_only=False
+    )
+    batch = {key: torch.as_tensor(columns[key]) for key in (INPUT_IDS, ATTENTION_MASK)}
+    with torch.no_grad():
+        learner_logp = learner.forward_inference(batch)[TOKEN_LOGP].numpy()  # (B, L-1): tokens 1..L-1
+    mask = columns[RESPONSE_MASK][:, 1:]
+    sampler_logp = columns[SAMPLER_LOGP][:, 1:]
+    assert columns[SAMPLER_LOGP].dtype == np.float32 and np.all(columns[SAMPLER_LOGP][:, 0] == 0)
+    assert np.all(sampler_logp[mask == 0] == 0) and np.all(sampler_logp[mask == 1] < 0)
+    return float(np.abs((learner_logp - sampler_logp) * mask).max())
+
+
+def test_a_runner_held_to_admissible_answers_plays_listed_commands_with_the_learners_log_probs(model_dir):
+    config = _config(model_dir, temperature=0.8, constrain_to_admissible=True, max_new_tokens=8)
+    runner = GroupedEnvRunner(config=config)
+    episodes = runner.sample(groups=[GroupRequest("a", 1, 3), GroupRequest("b", 2, 3)], seed=0, max_turns=4)
+    runner.stop()
+    turns = [turn for episode in episodes for turn in episode.turns]
+    # The random model answers malformed without the restriction (the test above); held to the list, never.
+    assert all(turn.format_valid and turn.action_admissible and not turn.cut for turn in turns)
+    commands = {"look", "help", *(f"press {button}" for button in DEFAULT_BUTTONS)}
+    assert {turn.action for turn in turns} <= commands and len({turn.action for turn in turns}) > 1
+    assert _learner_gap(model_dir, episodes, runner.module.tokenizer.pad_token_id, temperature=0.8) <= 1e-5
+
+
 def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model_dir):
     runner = GroupedEnvRunner(config=_config(model_dir, temperature=0.8))
     episodes = runner.sample(groups=[GroupRequest("a", 1, 3), GroupRequest("b", 2, 3)], seed=0)
@@ -83,20 +115,15 @@ def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model
         assert len(turn.sampler_logp) == len(turn.response_ids)
         assert turn.cut == (turn.response_ids[-1] not in stops)
         assert not turn.cut or len(turn.response_ids) == 4
-        turn.advantage = 0.0
     assert episode_metrics(episodes)["response_cut_rate"] == pytest.approx(np.mean([t.cut for t in turns]))
     assert 0 < episode_metrics(episodes)["response_cut_rate"] < 1
+    # What the agent did: the command the parser read, else (a malformed output) the response text.
+    for turn in turns:
+        text = runner.module.tokenizer.decode(turn.response_ids, skip_special_tokens=True)
+        assert turn.action == text if not turn.format_valid else turn.action in text
+    assert not all(turn.format_valid for turn in turns)  # the random model writes malformed answers too
 
-    columns = pad_turns(episodes, runner.module.tokenizer.pad_token_id)
-    learner = LLMRLModule(model_config={"model_name_or_path": model_dir, "temperature": 0.8}, inference_only=False)
-    batch = {key: torch.as_tensor(columns[key]) for key in (INPUT_IDS, ATTENTION_MASK)}
-    with torch.no_grad():
-        learner_logp = learner.forward_inference(batch)[TOKEN_LOGP].numpy()  # (B, L-1): tokens 1..L-1
-    mask = columns[RESPONSE_MASK][:, 1:]
-    sampler_logp = columns[SAMPLER_LOGP][:, 1:]
-    assert columns[SAMPLER_LOGP].dtype == np.float32 and np.all(columns[SAMPLER_LOGP][:, 0] == 0)
-    assert np.all(sampler_logp[mask == 0] == 0) and np.all(sampler_logp[mask == 1] < 0)
-    assert np.abs((learner_logp - sampler_logp) * mask).max() <= 1e-5
+    assert _learner_gap(model_dir, episodes, runner.module.tokenizer.pad_token_id, temperature=0.8) <= 1e-5
 
     turns[0].sampler_logp = ()  # e.g. an engine that reports none: no column rather than a wrong one
     assert SAMPLER_LOGP not in pad_turns(episodes, runner.module.tokenizer.pad_token_id)
@@ -135,14 +162,26 @@ def test_sampling_settings_refuse_nucleus_training_and_bad_values(model_dir):
         SamplerSettings(eval_top_p=0.0)
     settings = SamplerSettings.from_model_config({"max_new_tokens": 8, "eval_top_p": 0.9, "dtype": "float32"})
     assert settings == SamplerSettings(max_new_tokens=8, eval_top_p=0.9)
+    # Answers held to the admissible commands: the HF engine, no nucleus, no think block, a bool.
+    for settings, message in [
+        ({"engine": "vllm"}, "needs the 'hf' engine and eval_top_p 1.0"),
+        ({"eval_top_p": 0.9}, "needs the 'hf' engine and eval_top_p 1.0"),
+        ({"constrain_to_admissible": "yes"}, "constrain_to_admissible must be a bool"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SamplerSettings.from_model_config({"constrain_to_admissible": True, **settings})
+    held = _config(model_dir, constrain_to_admissible=True)
+    held.validate()
+    with pytest.raises(ValueError, match="constrain_to_admissible needs .* require_think=False"):
+        held.copy().training(llm_env_config={"require_think": True}).validate()
 
 
 def _live_episode_with_two_history_turns() -> _LiveEpisode:
     env = make_llm_env(TextGuessEnv(code_length=1, max_steps=5), require_think=False)
     env.reset(options={"task_id": 2})
     env.step("no action")
-    prompt, *_ = env.step("no action either")
-    return _LiveEpisode(env, TextEpisode("e", "g", "2", ""), prompt, "state")
+    prompt, _, _, _, info = env.step("no action either")
+    return _LiveEpisode(env, TextEpisode("e", "g", "2", ""), prompt, info)
 
 
 def test_an_over_long_prompt_drops_the_oldest_history_turns_until_it_fits(model_dir):

@@ -38,6 +38,10 @@ Model config keys (``config.rl_module(model_config={...})``):
 - ``reuse_sampler_trunk`` (default False; needs ``trainable_layers`` and the HF
   engine): the env runner keeps the trunk output of every sampled turn for the
   learner (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`).
+- ``constrain_to_admissible`` (default False; the HF engine, no think block): every
+  answer is drawn from the model restricted to the admissible commands the prompt lists
+  (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`); the log-probs stay the
+  unrestricted ones this module computes.
 - ``engine``: ``"hf"`` (default) or ``"vllm"``, the env runners' inference engine
   (:mod:`rllib_proxmo.rollout.engines.factory`); ``vllm_gpu_memory_utilization``,
   ``vllm_max_model_len``, ``vllm_enforce_eager``, ``vllm_sleep_mode``: the vLLM engine's

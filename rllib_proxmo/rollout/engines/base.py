@@ -55,7 +55,8 @@ class Generation:
             the logits divided by the temperature, renormalised over the nucleus when
             ``top_p < 1``, i.e. of the distribution the token was drawn from. Greedy
             decoding (temperature 0) reports the temperature-1 log-probs of the
-            greedy tokens. Empty when the engine does not compute them.
+            greedy tokens. A response held to listed choices reports the same,
+            unrestricted log-probs. Empty when the engine does not compute them.
         trunk_states: (P + T - 1, D) fp32 CPU tensor: the input hidden states of the
             policy's lowest trained decoder block at the P prompt positions and the
             first T - 1 response positions (the last token is never fed), when the
@@ -72,8 +73,17 @@ class Generation:
 class InferenceEngine(Protocol):
     """Batched generation for env runners."""
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
-        """Sample one response per prompt (prompts are token ids, unpadded)."""
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        choices: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    ) -> list[Generation]:
+        """Sample one response per prompt (prompts are token ids, unpadded).
+
+        ``choices``: per prompt None or the complete responses (token ids) it may give;
+        engines that cannot restrict a response refuse them.
+        """
 
     def update_weights(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load new policy weights (names as in the RLModule's inference-only state)."""

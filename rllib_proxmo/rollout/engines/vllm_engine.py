@@ -647,8 +647,19 @@ class VLLMEngine:
             raise RuntimeError("vLLM runs its engine core in a subprocess; weights could not be pushed in place")
         return cls(llm, module.model, module.tokenizer, settings, llm.llm_engine.model_config.max_model_len)
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
-        """One response per prompt; see :class:`Generation` for what each carries."""
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        choices: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    ) -> list[Generation]:
+        """One response per prompt; see :class:`Generation` for what each carries.
+
+        Raises:
+            ValueError: for ``choices`` (responses held to listed choices need the HF engine).
+        """
+        if choices is not None:
+            raise ValueError("the vLLM engine cannot hold responses to listed choices; use the 'hf' engine")
         if not prompts:
             return []
         if self.asleep:  # sampled again before a weight push: reload the runner's current weights
