@@ -361,7 +361,8 @@ class ProxMOConfig(AlgorithmConfig):
             self._value_error(str(error))
             sampler = None  # validation errors suppressed: nothing more to check here
         if sampler is not None and sampler.constrain_to_admissible:
-            if self.llm_env_config is None or self.llm_env_config.get("require_think", True):
+            evaluation_llm = (self.evaluation_config or {}).get("llm_env_config", self.llm_env_config)
+            if any(llm is None or llm.get("require_think", True) for llm in (self.llm_env_config, evaluation_llm)):
                 self._value_error(
                     "model_config constrain_to_admissible needs the LLM wrappers' prompt without a think block: "
                     "set llm_env_config require_think=False"

@@ -24,10 +24,11 @@ column          type     meaning
 Groups and episodes are identified by ``(iteration, group_id)`` and
 ``(iteration, episode_id)``, so every iteration may number them from 0. Extra
 columns are stored and loaded as they are; a training run
-(:func:`rllib_proxmo.rollout.episodes.step_columns`) adds ``action`` (string: what the
-agent did, the parsed command or else its response text), ``admissible`` (bool: the
-command was admissible), ``penalty`` (float64: the invalid-action penalty) and
-``advantage`` (float64: the step's advantage, as the learner used it).
+(:func:`rllib_proxmo.rollout.episodes.step_columns`) adds ``penalty`` (float64: the
+invalid-action penalty), ``action`` (string: what the agent did, the parsed command or
+else its response text), ``admissible`` (bool: the env's ``info["action_admissible"]``,
+True where the env reports none) and ``advantage`` (float64: the step's advantage, as
+the learner used it).
 
 A path is either one ``.parquet`` file or a directory whose ``*.parquet`` files
 (e.g. one per iteration, named by :func:`iteration_file`) are read in name

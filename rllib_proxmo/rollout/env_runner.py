@@ -194,6 +194,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         #: Id of the weights pushed last (None: the weights the module was built with).
         self.weights_id: str | None = None
         self.settings = SamplerSettings.from_model_config(self.config.model_config)
+        self._warned_long_answers = False
         self.make_module()
 
     # ----------------------------------------------------------------- set-up
@@ -277,22 +278,45 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
 
     def _answer_choices(self, item: _LiveEpisode) -> list[tuple[int, ...]] | None:
         """The token ids of every answer naming one of the episode's listed admissible commands
-        (``constrain_to_admissible``); None where its commands take free text or none is listed.
+        (``constrain_to_admissible``); None where its commands take free text or none fits.
+
+        An answer longer than ``max_new_tokens`` could not be written out, so it is left out
+        (with one warning per runner); a state none of whose answers fits is answered freely.
 
         Raises:
-            ValueError: for an env whose prompt asks for a think block (free text before the answer).
+            ValueError: for an env without the LLM wrappers, or whose prompt asks for a think
+                block (free text before the answer).
         """
         try:
             require_think, template = (item.env.get_wrapper_attr(name) for name in ("require_think", "template"))
-        except AttributeError:
-            require_think, template = True, None
+        except AttributeError as error:
+            raise ValueError(
+                "model_config constrain_to_admissible needs the LLM wrappers (llm_env_config set): they list "
+                "the admissible commands and parse the answers"
+            ) from error
         if require_think:
             raise ValueError(
-                "model_config constrain_to_admissible needs the LLM wrappers' prompt without a think block "
+                "model_config constrain_to_admissible needs a prompt without a think block "
                 "(llm_env_config require_think=False)"
             )
         answers = answer_choices(item.actions, template=template)
-        return None if answers is None else [chat.response_ids(self.module.tokenizer, answer) for answer in answers]
+        if answers is None:
+            return None
+        encoded = [chat.response_ids(self.module.tokenizer, answer) for answer in answers]
+        fitting = [ids for ids in encoded if len(ids) <= self.settings.max_new_tokens]
+        if len(fitting) < len(encoded) and not self._warned_long_answers:
+            self._warned_long_answers = True
+            longest = max(encoded, key=len)
+            logger.warning(
+                "constrain_to_admissible: %d of %d admissible answers exceed max_new_tokens=%d (the longest, %d "
+                "tokens: %.100r) and are left out; raise max_new_tokens to let the agent give them",
+                len(encoded) - len(fitting),
+                len(encoded),
+                self.settings.max_new_tokens,
+                len(longest),
+                answers[encoded.index(longest)],
+            )
+        return fitting or None
 
     def _sampling_params(self, explore: bool, seed: int) -> SamplingParams:
         """Training: the module's temperature, no truncation; evaluation: the eval settings."""

@@ -128,12 +128,15 @@ def _choices(eos: int) -> list[list[tuple[int, ...]] | None]:
 def test_choices_hold_each_response_to_a_listed_answer_and_keep_the_models_logprobs(model_dir, temperature):
     policy = _policy(model_dir, temperature or 1.0)
     engine = HFEngine(policy.model, policy.tokenizer)
-    choices = _choices(policy.tokenizer.eos_token_id)
-    generations = engine.generate(PROMPTS, SamplingParams(12, temperature, seed=2), choices)
+    eos = policy.tokenizer.eos_token_id
+    # The first prompt once more, with other choices: the shared prefill serves both rows.
+    prompts, choices = [*PROMPTS, PROMPTS[0]], [*_choices(eos), [(9, 9, eos), (6, eos)]]
+    generations = engine.generate(prompts, SamplingParams(12, temperature, seed=2), choices)
+    assert engine.shared_prefill_tokens == len(PROMPTS[0]) - 1
     for row, generation in zip(choices, generations, strict=True):
         assert row is None or (generation.token_ids in row and generation.stopped)
     # The recorded log-probs are the model's own, which the learner computes, not the restricted ones.
-    assert _max_gap(policy, generations) <= 1e-5
+    assert _max_gap(policy, generations[: len(PROMPTS)]) <= 1e-5
     if temperature == 0.0:
         # Greedy: at each step the likeliest of the tokens that continue a listed answer.
         with torch.no_grad():
@@ -153,7 +156,8 @@ def test_every_listed_answer_can_be_drawn_and_malformed_choices_are_refused(mode
     for bad, message in [
         ([[(10, eos)]], "one entry per prompt"),
         ([[(10, eos)], None, [], None], "at least one response"),
-        ([[(10, 11)], None, None, None], "must end with a stop token"),
+        ([[(10, 11)], None, None, None], "must end with its only stop token"),
+        ([[(10, eos, 11, eos)], None, None, None], "must end with its only stop token"),
         ([[(10,) * 12 + (eos,)], None, None, None], "fit max_new_tokens=12"),
     ]:
         with pytest.raises(ValueError, match=message):

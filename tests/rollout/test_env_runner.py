@@ -105,6 +105,22 @@ def test_a_runner_held_to_admissible_answers_plays_listed_commands_with_the_lear
     assert _learner_gap(model_dir, episodes, runner.module.tokenizer.pad_token_id, temperature=0.8) <= 1e-5
 
 
+def test_answers_too_long_to_write_are_left_out_with_a_warning_and_bare_envs_refused(model_dir, caplog):
+    # Every answer takes its command's tokens and the eos: none fits in one token.
+    config = _config(model_dir, constrain_to_admissible=True, max_new_tokens=1)
+    runner = GroupedEnvRunner(config=config)
+    with caplog.at_level("WARNING", logger=env_runner_module.__name__):
+        episodes = runner.sample(groups=[GroupRequest("a", 1, 2)], seed=0, max_turns=2)
+    assert re.search(r"(\d+) of \1 admissible answers exceed max_new_tokens=1", caplog.text)
+    assert caplog.text.count("exceed max_new_tokens") == 1  # once per runner
+    assert not all(turn.format_valid for episode in episodes for turn in episode.turns)  # answered freely
+    bare = TextGuessEnv(code_length=1)
+    prompt, info = bare.reset(seed=0)
+    with pytest.raises(ValueError, match="needs the LLM wrappers"):
+        runner._answer_choices(_LiveEpisode(bare, TextEpisode("e", "g", "0", ""), prompt, info))
+    runner.stop()
+
+
 def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model_dir):
     runner = GroupedEnvRunner(config=_config(model_dir, temperature=0.8))
     episodes = runner.sample(groups=[GroupRequest("a", 1, 3), GroupRequest("b", 2, 3)], seed=0)

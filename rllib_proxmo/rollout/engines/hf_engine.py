@@ -25,8 +25,8 @@ prompts of 188-389 tokens made 18,672 prompt positions for 13,256 tokens
 
 With ``choices`` (:meth:`HFEngine.generate`), a prompt's response is held to one of the
 token sequences listed for it (an env's admissible commands, each written as a complete
-answer): a last logits processor (:class:`_ChoicePrefixes`) gives -inf to every token that
-continues none of them. The log-probabilities reported are still the model's own, taken
+answer): the engine's last logits processor (:class:`_ChoicePrefixes`) gives -inf to every
+token that continues none of them. The log-probabilities reported are still the model's own, taken
 before that mask: the learner's, which knows nothing of the choices.
 
 With ``trunk_block`` set (a policy that trains only its top decoder layers), the
@@ -263,7 +263,7 @@ class HFEngine:
         if params.temperature > 0 and params.top_p < 1.0:
             processors.append(TopPLogitsWarper(params.top_p))
         processors.append(recorder)
-        if choices is not None:
+        if choices is not None and any(row is not None for row in choices):
             processors.append(_ChoicePrefixes(choices, width))
         return processors, recorder
 
@@ -350,9 +350,9 @@ class HFEngine:
 
         Raises:
             ValueError: for an empty prompt, ``choices`` not one entry per prompt, an empty
-                or token-less choice list, a choice that does not end with a stop token or
-                is longer than ``max_new_tokens``, or ``choices`` with ``top_p < 1`` (the
-                nucleus could leave none of them).
+                or token-less choice list, a choice that does not end with its only stop
+                token or is longer than ``max_new_tokens``, or ``choices`` with ``top_p < 1``
+                (the nucleus could leave none of them).
         """
         self.shared_prefill_tokens = 0
         if not prompts:
@@ -389,10 +389,10 @@ class HFEngine:
             if not row or any(len(choice) == 0 for choice in row):
                 raise ValueError("a prompt's choices must list at least one response, each of at least one token")
             for choice in row:
-                if choice[-1] not in stops or len(choice) > params.max_new_tokens:
+                if choice[-1] not in stops or stops.intersection(choice[:-1]) or len(choice) > params.max_new_tokens:
                     raise ValueError(
-                        f"every choice must end with a stop token {sorted(stops)} and fit max_new_tokens="
-                        f"{params.max_new_tokens}; got {len(choice)} tokens ending with {choice[-1]}"
+                        f"every choice must end with its only stop token {sorted(stops)} and fit max_new_tokens="
+                        f"{params.max_new_tokens}; got {len(choice)} tokens: {list(choice)[:40]}"
                     )
 
     def _generate_batch(
