@@ -4,9 +4,10 @@ One shared warm start: the model directory ``--warm-start`` names (the main job'
 ``results/<run>/warm_start``), or else the main job's own (searching-expert demonstrations, top-4-layer
 fine-tuning) written to ``<out>/warm_start``. Then, for every estimator and seed, the main job's RL
 configuration from that model for ``--stop-iters`` iterations, the same iterations and settings for
-every estimator. Every run plays the unseen split (the main job's evaluation: temperature 0.4, the
-same tasks and seeds every time) after every ``--eval-every``-th iteration and after the last one
-(once, when the last iteration evaluated anyway); the warm start's own evaluation is iteration 0.
+every estimator; the runs go seed by seed, every estimator within a seed. Every run plays the unseen
+split (the main job's evaluation: temperature 0.4, the same tasks and seeds every time) after every
+``--eval-every``-th iteration and after the last one (once, when the last iteration evaluated
+anyway); the warm start's own evaluation is iteration 0.
 
 Prints two Markdown tables: per estimator the training success of the first and the last iteration
 and the unseen success of the warm start and at the end (mean ± std over seeds), the mean fraction of
@@ -15,7 +16,8 @@ unseen success of every evaluated iteration. Writes ``learning_llm.json`` (per i
 estimator: training success and zero-std group fraction over seeds; per evaluated iteration: unseen
 success over seeds and each seed's 95 % Wilson interval; every run's history; the warm start, where
 it came from and its seconds; the wall time of every run and in total) and ``learning_llm.png``
-(training success and unseen success per iteration, a mean ± std band per estimator).
+(training success and unseen success per iteration, a mean ± std band per estimator), both
+rewritten after every run.
 
 The main job's defaults are the transfer setting (48 generated games per split, a warm start on 64
 searching-expert episodes, 3 tasks x 4 rollouts per iteration, 10 turns, 48 unseen episodes per
@@ -268,8 +270,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{warm['unseen'][EVAL_SUCCESS]:.2f} ({warm['unseen'][EVAL_LOW]:.2f}-{warm['unseen'][EVAL_HIGH]:.2f})",
             flush=True,
         )
-        for estimator in args.estimators:
-            for seed in args.seeds:
+        # Seed-major: a benchmark stopped early still compares every estimator on its first seeds.
+        for seed in args.seeds:
+            for estimator in args.estimators:
                 job = main_job.parse_args(
                     [*common, "--model", warm["dir"], "--sft-episodes", "0", "--estimator", estimator]
                     + ["--seed", str(seed), "--output", str(out / f"{estimator}-seed{seed}")]
@@ -277,20 +280,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = run_one(job, f"{estimator} seed {seed}")
                 runs.setdefault(estimator, {})[seed] = run
                 print(f"{estimator} seed {seed}: done in {run['seconds']:.0f} s", flush=True)
+                report = write_report(
+                    out,
+                    runs,
+                    warm,
+                    time.perf_counter() - began,
+                    {"args": vars(args) | {"out": out}, "job_flags": common, "eval_every": start_args.eval_every},
+                )
     finally:
         ray.shutdown()
-    summaries = {estimator: summarize(by_seed, warm["unseen"]) for estimator, by_seed in runs.items()}
-    total_s = time.perf_counter() - began
+    summaries = report["estimators"]
     print(f"\n{summary_table(summaries)}\n\nunseen success per evaluated iteration (0: warm start):\n")
-    print(f"{unseen_table(summaries)}\n\ntotal {total_s:.0f} s")
+    print(f"{unseen_table(summaries)}\n\ntotal {report['total_s']:.0f} s")
+    return report
+
+
+def write_report(
+    out: Path,
+    runs: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    warm: Mapping[str, Any],
+    total_s: float,
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``learning_llm.json`` and ``learning_llm.png`` of the runs so far (estimator -> seed -> run)
+    and return the report; called after every run, so that a benchmark stopped early keeps its figures."""
     report = {
-        "args": vars(args) | {"out": out},
-        "job_flags": common,
-        "eval_every": start_args.eval_every,
+        **settings,
         "warm_start": warm,
         "total_s": total_s,
         "estimators": {
-            estimator: {**summaries[estimator], "runs": {str(seed): run for seed, run in by_seed.items()}}
+            estimator: {**summarize(by_seed, warm["unseen"]), "runs": {str(seed): run for seed, run in by_seed.items()}}
             for estimator, by_seed in runs.items()
         },
     }
