@@ -15,6 +15,10 @@ from typing import Protocol
 
 import torch
 
+#: Per prompt of a ``generate`` call: None (a free response) or the complete responses it may
+#: give, as token ids ending with a stop token.
+AnswerChoices = Sequence[Sequence[Sequence[int]] | None]
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -77,7 +81,7 @@ class InferenceEngine(Protocol):
         self,
         prompts: Sequence[Sequence[int]],
         params: SamplingParams,
-        choices: Sequence[Sequence[Sequence[int]] | None] | None = None,
+        choices: AnswerChoices | None = None,
     ) -> list[Generation]:
         """Sample one response per prompt (prompts are token ids, unpadded).
 

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from rllib_proxmo.rollout.engines.base import Generation, SamplingParams
+from rllib_proxmo.rollout.engines.base import AnswerChoices, Generation, SamplingParams
 from rllib_proxmo.rollout.engines.hf_engine import stop_token_ids
 
 #: The vLLM release this engine is written against (setup.py pins both builds to it).
@@ -651,7 +651,7 @@ class VLLMEngine:
         self,
         prompts: Sequence[Sequence[int]],
         params: SamplingParams,
-        choices: Sequence[Sequence[Sequence[int]] | None] | None = None,
+        choices: AnswerChoices | None = None,
     ) -> list[Generation]:
         """One response per prompt; see :class:`Generation` for what each carries.
 
