@@ -21,9 +21,10 @@ rewritten after every run.
 
 The main job's defaults are the transfer setting (48 generated games per split, a warm start on 64
 searching-expert episodes, 3 tasks x 4 rollouts per iteration, 10 turns, 48 unseen episodes per
-evaluation, every 5 iterations). Reusing the main job's warm start, the defaults (proxmo, grpo and
-gigpo, seeds 0 and 1, 10 iterations) take about 2.5 hours on 2 cores: 6 runs of 10 iterations of
-about 90 s and 2 unseen evaluations of about 5 minutes, after the warm start's own evaluation::
+evaluation, every 5 iterations). On 2 cores a run of 8 iterations and one unseen evaluation takes
+about 23 minutes (iterations of about 115 s), the warm start about 15 and its evaluation 5: the
+defaults (proxmo, grpo and gigpo, seeds 0 and 1) with ``--stop-iters 8 --eval-every 8`` take about
+2.6 hours, or 2.3 reusing the main job's warm start (``benchmarks/results/cpu_default.md``)::
 
     python benchmarks/learning_llm.py --warm-start results/<run>/warm_start --stop-iters 10 \\
         --out benchmarks/results/learning_llm_transfer
