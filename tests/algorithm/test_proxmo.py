@@ -458,9 +458,9 @@ def test_generation_batches_shrink_as_episodes_finish(model_dir):
     batch_sizes = []
     generate = runner.engine.generate
 
-    def recording_generate(prompts, params):
+    def recording_generate(prompts, params, choices=None):
         batch_sizes.append(len(prompts))
-        return generate(prompts, params)
+        return generate(prompts, params, choices)
 
     runner.engine.generate = recording_generate
     episodes = runner.sample(groups=[GroupRequest("a", 1, 4), GroupRequest("b", 2, 4)], seed=3)
