@@ -164,6 +164,11 @@ def numbered_choice(command: str, admissible_actions: Sequence[str], hidden: fro
     return listed[number - 1] if 1 <= number <= len(listed) else None
 
 
+#: The ``info`` key of an env with an expert: the expert's next command in the current
+#: state (a str; None once it has none). Supervised warm starts imitate it.
+EXPERT_ACTION = "expert_action"
+
+
 def format_response(
     command: str, admissible_actions: Sequence[str], *, template: PromptTemplate, require_think: bool
 ) -> str:

@@ -182,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     warm.add_argument("--sft-epochs", type=positive_int, default=CPU.warm_up_epochs, help="passes over them")
     warm.add_argument("--sft-lr", type=positive_float, default=CPU.warm_up_lr, help="warm-start learning rate")
+    warm.add_argument(
+        "--sft-relabel-rounds",
+        type=non_negative_int,
+        default=CPU.warm_up_relabel_rounds,
+        help="rounds of on-policy relabelling (DAgger): the fine-tuned policy plays --sft-episodes training "
+        f"episodes, the expert labels the states it reached, fine-tuning resumes on all turns (default "
+        f"{CPU.warm_up_relabel_rounds})",
+    )
+    warm.add_argument(
+        "--sft-relabel-epochs",
+        type=positive_int,
+        default=CPU.warm_up_relabel_epochs,
+        help=f"passes over all turns after each relabelling round (default {CPU.warm_up_relabel_epochs})",
+    )
     algo = parser.add_argument_group("algorithm")
     add_advantage_arguments(algo)
     algo.add_argument("--tasks", type=positive_int, default=CPU.tasks_per_iteration, help="task groups per iteration")
@@ -461,6 +475,8 @@ def warm_start_model(
         directory or output / "warm_start",
         num_episodes=args.sft_episodes,
         settings=FineTuneSettings(lr=args.sft_lr, epochs=args.sft_epochs, seed=args.seed),
+        relabel_rounds=args.sft_relabel_rounds,
+        relabel_epochs=args.sft_relabel_epochs,
         expert_env_config=EXPERT_ENV_CONFIGS.get(args.env),
         on_epoch=track,
     )

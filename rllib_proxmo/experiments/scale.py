@@ -54,6 +54,8 @@ class Scale:
         warm_up_episodes: Expert episodes of the supervised warm start before RL (0: none).
         warm_up_epochs: Passes of the warm start over its demonstrations.
         warm_up_lr: Learning rate of the warm start.
+        warm_up_relabel_rounds: Rounds of on-policy relabelling (DAgger) in the warm start.
+        warm_up_relabel_epochs: Passes over all turns after each relabelling round.
     """
 
     name: str
@@ -81,6 +83,8 @@ class Scale:
     warm_up_episodes: int
     warm_up_epochs: int
     warm_up_lr: float
+    warm_up_relabel_rounds: int
+    warm_up_relabel_epochs: int
 
     def llm_env_config(self, env: str) -> dict[str, Any]:
         """``make_llm_env`` keywords of ``env`` at this scale (empty: the paper's defaults)."""
@@ -137,6 +141,8 @@ PAPER = Scale(
     warm_up_episodes=0,
     warm_up_epochs=2,
     warm_up_lr=1e-5,
+    warm_up_relabel_rounds=0,
+    warm_up_relabel_epochs=2,
 )
 CPU = Scale(
     name="cpu",
@@ -173,6 +179,8 @@ CPU = Scale(
     warm_up_episodes=64,
     warm_up_epochs=4,
     warm_up_lr=5e-4,
+    warm_up_relabel_rounds=0,
+    warm_up_relabel_epochs=2,
 )
 #: Env-config entries that switch an env's expert on for the warm start (other envs must
 #: report ``info["expert_action"]`` by themselves).

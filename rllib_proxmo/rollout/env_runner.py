@@ -39,7 +39,7 @@ from ray.rllib.utils.framework import get_device
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.typing import StateDict
 
-from envs.llm_wrappers import answer_choices
+from envs.llm_wrappers import EXPERT_ACTION, answer_choices, format_response
 from rllib_proxmo.rollout import chat
 from rllib_proxmo.rollout.engine_choice import DEFAULT_ENGINE, check_engine
 from rllib_proxmo.rollout.engines import InferenceEngine, SamplingParams
@@ -167,7 +167,7 @@ class SamplerSettings:
 class _LiveEpisode:
     """Bookkeeping of one episode while it is being played."""
 
-    __slots__ = ("actions", "env", "episode", "prompt", "state")
+    __slots__ = ("actions", "env", "episode", "expert_action", "prompt", "state")
 
     def __init__(self, env: gym.Env, episode: TextEpisode, prompt: str, info: Mapping[str, Any]) -> None:
         self.env = env
@@ -179,6 +179,7 @@ class _LiveEpisode:
         self.prompt = prompt
         self.state = str(info["state"])
         self.actions = list(info.get("admissible_actions") or ())
+        self.expert_action = info.get(EXPERT_ACTION)
 
 
 class GroupedEnvRunner(EnvRunner, Checkpointable):
@@ -318,6 +319,19 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             )
         return fitting or None
 
+    @staticmethod
+    def _expert_answer(item: _LiveEpisode) -> str | None:
+        """The env's expert command in the episode's current state, written as its prompt asks
+        (the command itself for an env without the LLM wrappers); None when there is none."""
+        command = item.expert_action
+        if command is None:
+            return None
+        try:
+            template, require_think = (item.env.get_wrapper_attr(name) for name in ("template", "require_think"))
+        except AttributeError:
+            return str(command)
+        return format_response(str(command), item.actions, template=template, require_think=require_think)
+
     def _sampling_params(self, explore: bool, seed: int) -> SamplingParams:
         """Training: the module's temperature, no truncation; evaluation: the eval settings."""
         settings = self.settings
@@ -407,6 +421,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
                         sampler_logp=generation.logprobs,
                         cut=not generation.stopped,
                         trunk_states=generation.trunk_states if explore else None,
+                        expert_answer=self._expert_answer(item),
                     )
                 )
                 item.episode.won = bool(info.get("won", False))

@@ -67,6 +67,10 @@ class Turn:
         trunk_states: The sampler's (P + T - 1, D) trunk output of this turn
             (``Generation.trunk_states``), which the learner continues from; None when
             the sampler kept none.
+        expert_answer: What the env's expert would answer in this turn's state, written
+            as the prompt asks (:func:`envs.llm_wrappers.format_response` of
+            ``info["expert_action"]``); None when the env reports no expert command.
+            On-policy relabelling (:mod:`rllib_proxmo.sft.dagger`) trains on it.
     """
 
     prompt_ids: tuple[int, ...]
@@ -82,6 +86,7 @@ class Turn:
     cut: bool = False
     advantage: float = math.nan
     trunk_states: torch.Tensor | None = None
+    expert_answer: str | None = None
 
 
 @dataclass

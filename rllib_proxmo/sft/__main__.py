@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=positive_int, default=CPU.warm_up_episodes, help="expert episodes")
     parser.add_argument("--epochs", type=positive_int, default=CPU.warm_up_epochs)
     parser.add_argument("--lr", type=positive_float, default=CPU.warm_up_lr)
+    parser.add_argument(
+        "--relabel-rounds",
+        type=non_negative_int,
+        default=CPU.warm_up_relabel_rounds,
+        help="rounds of on-policy relabelling (the policy plays, the expert labels its states)",
+    )
+    parser.add_argument("--relabel-epochs", type=positive_int, default=CPU.warm_up_relabel_epochs)
     parser.add_argument("--max-turns", type=positive_int, default=CPU.max_turns, help="turns per demonstration")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the run, >= 0 (default 0)")
     add_tracking_arguments(parser, experiment_name="rllib-proxmo-sft")
@@ -46,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     for name in ("env", "env_config", "llm_env_config", "num_games", "model", "trainable_layers", "max_turns", "seed"):
         setattr(job, name, getattr(args, name))
     job.sft_episodes, job.sft_epochs, job.sft_lr = args.episodes, args.epochs, args.lr
+    job.sft_relabel_rounds, job.sft_relabel_epochs = args.relabel_rounds, args.relabel_epochs
     config = main_job.build_config(job)
     tracker = None
     if not args.no_mlflow:

@@ -21,12 +21,10 @@ import gymnasium as gym
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from envs.llm_wrappers import format_response
+from envs.llm_wrappers import EXPERT_ACTION, format_response
 from envs.prompts import listed_actions
 from rllib_proxmo.rollout.chat import prompt_ids, response_ids
 from rllib_proxmo.rollout.episodes import TextEpisode, Turn
-
-EXPERT_ACTION = "expert_action"
 
 
 def _expert_command(info: dict[str, Any], env: gym.Env) -> str | None:

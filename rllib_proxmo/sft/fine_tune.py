@@ -14,7 +14,8 @@ the cost on a CPU) and visited in a new random order every epoch. AdamW on the
 trainable (fp32) weights, gradient norm clipped to ``grad_clip``.
 With ``trainable_layers`` the frozen trunk's output of every batch is kept from the
 first epoch (up to ``trunk_cache_mb``), and later epochs run only the trained top
-layers on it: the same numbers for a fraction of the cost.
+layers on it: the same numbers for a fraction of the cost (:class:`DemonstrationBatches`,
+which can carry them into a later call on more turns).
 Reported per epoch: the token-mean loss and ``answer_prob``, the mean over turns of
 ``exp(sum of the response's log pi)``, the chance that sampling at the training
 temperature reproduces the expert's answer exactly (both from the forward passes of
@@ -42,7 +43,7 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     TrunkOutput,
 )
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import trim_left_padding
-from rllib_proxmo.rollout.episodes import TextEpisode
+from rllib_proxmo.rollout.episodes import TextEpisode, Turn
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,44 @@ class EpochStats:
     seconds: float
 
 
-class _TrunkCache:
-    """The frozen trunk's output of each batch, kept within a memory budget, for :func:`fine_tune`."""
+class DemonstrationBatches:
+    """Length-sorted batches of demonstration turns and the frozen trunk's output of each.
 
-    def __init__(self, budget_mb: int) -> None:
+    Kept across :func:`fine_tune` calls on a growing set of turns (a warm start's relabelling
+    rounds): turns batched by an earlier call keep their batches, and so their kept trunk
+    outputs; new turns form batches of their own. Trunk outputs are kept within
+    ``budget_mb`` (a policy with ``trainable_layers`` only; 0 keeps none).
+    """
+
+    def __init__(self, batch_size: int, budget_mb: int) -> None:
+        self.batch_size = batch_size
         self.budget_bytes = budget_mb * 2**20
         self.used_bytes = 0
+        self.batches: list[list[Turn]] = []
+        self._batched: set[int] = set()
         self.trunks: dict[int, TrunkOutput] = {}
+
+    def plan(self, turns: Sequence[Turn]) -> list[list[Turn]]:
+        """Every batch, after adding length-sorted batches of the ``turns`` not batched before.
+
+        Raises:
+            ValueError: when ``turns`` leaves out a turn an earlier call batched.
+        """
+        new = sorted(
+            (turn for turn in turns if id(turn) not in self._batched),
+            key=lambda turn: len(turn.prompt_ids) + len(turn.response_ids),
+        )
+        self.batches += [new[i : i + self.batch_size] for i in range(0, len(new), self.batch_size)]
+        self._batched.update(id(turn) for turn in new)
+        if len(self._batched) != len(turns):
+            raise ValueError("fine_tune's batches hold turns the given episodes do not: pass every earlier turn again")
+        return self.batches
 
     def forward_train(self, policy: LLMRLModule, key: int, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``policy.forward_train(batch)``, from the kept trunk output of batch ``key`` when there is one."""
         if key in self.trunks:
             return policy.forward_train_from_trunk(self.trunks[key], batch)
-        if self.used_bytes >= self.budget_bytes:
+        if self.used_bytes >= self.budget_bytes or policy.first_trained_block is None:
             return policy.forward_train(batch)
         out, trunk = policy.forward_train_with_trunk(batch)
         size = _tensor_bytes(trunk)
@@ -129,8 +155,12 @@ def fine_tune(
     settings: FineTuneSettings,
     *,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    batches: DemonstrationBatches | None = None,
 ) -> list[EpochStats]:
     """Train ``policy`` in place on the turns of ``episodes``; one :class:`EpochStats` per epoch.
+
+    ``batches`` carries the batches and kept trunk outputs of an earlier call on a subset of
+    these turns (None: new ones for this call).
 
     Raises:
         ValueError: for no turns, or a policy without trainable weights.
@@ -145,15 +175,15 @@ def fine_tune(
     device = params[0].device
     pad_id = policy.tokenizer.pad_token_id
     rng = np.random.default_rng(settings.seed)
-    by_length = sorted(range(len(turns)), key=lambda i: len(turns[i].prompt_ids) + len(turns[i].response_ids))
-    batches = [by_length[i : i + settings.batch_size] for i in range(0, len(by_length), settings.batch_size)]
-    cache = _TrunkCache(settings.trunk_cache_mb if policy.first_trained_block is not None else 0)
+    if batches is None:
+        batches = DemonstrationBatches(settings.batch_size, settings.trunk_cache_mb)
+    plan = batches.plan(turns)
     history = []
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
         loss_sum, prob_sum, tokens, input_tokens = 0.0, 0.0, 0, 0
-        for batch_index in rng.permutation(len(batches)):
-            rows = [turns[i] for i in batches[batch_index]]
+        for batch_index in rng.permutation(len(plan)):
+            rows = plan[batch_index]
             columns = pad_turns([TextEpisode("sft", "sft", "sft", "", turns=rows)], pad_id)
             batch = trim_left_padding(
                 {
@@ -161,7 +191,7 @@ def fine_tune(
                     for key in (INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK)
                 }
             )
-            logp = cache.forward_train(policy, int(batch_index), batch)[TOKEN_LOGP]
+            logp = batches.forward_train(policy, int(batch_index), batch)[TOKEN_LOGP]
             mask = batch[RESPONSE_MASK][:, -batch[SCORED_TOKENS] :]
             count = mask.sum()
             loss = -(logp * mask).sum() / count

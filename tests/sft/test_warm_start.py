@@ -15,6 +15,8 @@ from rllib_proxmo.algorithm.proxmo import ProxMOConfig
 from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
 from rllib_proxmo.rollout import chat
 from rllib_proxmo.sft import FineTuneSettings, collect_demonstrations, fine_tune, warm_start
+from rllib_proxmo.sft.dagger import play_policy, relabel
+from rllib_proxmo.sft.fine_tune import DemonstrationBatches
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import TextGuessEnv
 
@@ -120,6 +122,25 @@ def test_later_epochs_of_a_top_layer_policy_train_from_the_kept_trunk_exactly(mo
         FineTuneSettings(trunk_cache_mb=-1)
 
 
+def test_a_later_call_on_more_turns_keeps_the_earlier_batches_and_their_trunks(model_dir):
+    env = make_llm_env(TextGuessEnv(code_length=2), template="alfworld-compact", require_think=False)
+    policy = LLMRLModule(model_config={"model_name_or_path": model_dir, "trainable_layers": 1})
+    episodes = collect_demonstrations(
+        env, policy.tokenizer, num_episodes=10, task_ids=list(range(9)), detour_prob=0.0, seed=0
+    )
+    full_forwards = []
+    policy.model.register_forward_pre_hook(lambda *_: full_forwards.append(1))
+    batches = DemonstrationBatches(batch_size=4, budget_mb=64)
+    fine_tune(policy, episodes[:6], FineTuneSettings(lr=1e-3, epochs=2, batch_size=4), batches=batches)
+    first = [list(batch) for batch in batches.batches]
+    assert len(full_forwards) == 3  # 12 turns: 3 batches, full forwards in the first epoch only
+    fine_tune(policy, episodes, FineTuneSettings(lr=1e-3, epochs=2, batch_size=4), batches=batches)
+    assert batches.batches[:3] == first and len(batches.batches) == 5
+    assert len(full_forwards) == 5  # only the 2 batches of the 8 new turns ran the whole model
+    with pytest.raises(ValueError, match="pass every earlier turn again"):
+        fine_tune(policy, episodes[:2], FineTuneSettings(epochs=1), batches=batches)
+
+
 def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_path):
     config = (
         ProxMOConfig()
@@ -149,6 +170,80 @@ def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_p
     state = dict(reloaded.named_parameters())
     for name, value in rl.model.named_parameters():
         np.testing.assert_array_equal(value.detach().numpy(), state[name].detach().numpy())
+
+
+def _guess_config(model_dir: str, **model_config) -> ProxMOConfig:
+    return (
+        ProxMOConfig()
+        .environment("tests.text_env:TextGuess-v0", env_config={"code_length": 3, "max_steps": 5})
+        .rl_module(model_config={"model_name_or_path": model_dir, "trainable_layers": 1, **model_config})
+        .training(llm_env_config={"template": "alfworld-compact", "require_think": False}, max_turns=4)
+    )
+
+
+def test_relabelling_keeps_the_policy_states_with_the_expert_answer_there(model_dir):
+    """Every turn the policy played carries the expert's answer in that turn's state, which a replay of
+    the episode's own actions confirms; relabelling trains on exactly those answers."""
+    config = _guess_config(model_dir, temperature=1.0, eval_temperature=1.0)
+    policy = LLMRLModule(model_config=config.model_config, inference_only=False)
+    played = play_policy(config, policy, episode_indices=range(3, 9), task_ids=[1, 2, 3], seed=10)
+    assert [e.task_id for e in played] == ["1", "2", "3"] * 2
+    env = make_llm_env(TextGuessEnv(code_length=3, max_steps=5), template="alfworld-compact", require_think=False)
+    off_path = 0
+    for index, episode in zip(range(3, 9), played):
+        prompt, info = env.reset(seed=10 + index, options={"task_id": int(episode.task_id)})
+        for turn in episode.turns:
+            assert turn.prompt_ids == chat.prompt_ids(policy.tokenizer, prompt)
+            assert turn.expert_answer == f"<action>{info['expert_action']}</action>"
+            off_path += turn.action != info["expert_action"]
+            prompt, _, _, _, info = env.step(policy.tokenizer.decode(turn.response_ids, skip_special_tokens=True))
+    assert off_path > 0  # the untrained policy leaves the expert's path: those states are the point
+    relabelled = relabel(played, policy.tokenizer)
+    turns = [turn for episode in played for turn in episode.turns]
+    assert [t.prompt_ids for e in relabelled for t in e.turns] == [t.prompt_ids for t in turns]
+    assert [t.response_ids for e in relabelled for t in e.turns] == [
+        chat.response_ids(policy.tokenizer, t.expert_answer) for t in turns
+    ]
+    assert all(t.advantage == 1.0 for e in relabelled for t in e.turns)
+    with pytest.raises(ValueError, match=r"relabelling needs an env that reports info\['expert_action'\]"):
+        for turn in turns:
+            turn.expert_answer = None
+        relabel(played, policy.tokenizer)
+
+
+def test_a_warm_start_with_relabelling_rounds_fine_tunes_on_the_aggregate(model_dir, tmp_path):
+    config = _guess_config(model_dir)
+    lines = []
+    result = warm_start(
+        config,
+        tmp_path / "warm",
+        num_episodes=4,
+        settings=FineTuneSettings(lr=1e-3, epochs=2),
+        detour_prob=0.0,
+        relabel_rounds=2,
+        relabel_episodes=3,
+        relabel_epochs=1,
+        log=lines.append,
+    )
+    rounds = [line for line in lines if line.startswith("relabelling round")]
+    assert [line.split(":")[0] for line in rounds] == ["relabelling round 1/2", "relabelling round 2/2"]
+    assert len(result.epochs) == 4 and len(result.policy_success_rates) == 2
+    assert [line.split(" |")[0] for line in lines if line.startswith("warm-up epoch")] == [
+        "warm-up epoch 1/2",
+        "warm-up epoch 2/2",
+        "warm-up epoch 1/1",
+        "warm-up epoch 1/1",
+    ]
+    expert_turns = 12  # 4 expert episodes of 3 presses
+    relabelled_turns = [int(line.split("; ")[1].split()[0]) for line in rounds]
+    assert result.num_turns == expert_turns + sum(relabelled_turns)
+    assert [stats.num_turns for stats in result.epochs] == [12, 12, 12 + relabelled_turns[0], result.num_turns]
+    summary = json.loads((result.model_dir / "warm_start.json").read_text())
+    assert summary["relabel_rounds"] == 2 and summary["relabel_episodes"] == 3 and summary["num_episodes"] == 10
+    assert summary["relabel_epochs"] == 1
+    for bad in ({"relabel_rounds": -1}, {"relabel_episodes": 0}, {"relabel_epochs": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            warm_start(config, tmp_path / "bad", num_episodes=1, settings=FineTuneSettings(), **bad)
 
 
 def test_the_sft_command_writes_a_model_and_a_finished_mlflow_run(model_dir, tmp_path):
