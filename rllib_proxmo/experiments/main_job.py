@@ -69,6 +69,7 @@ the disk has room for it and fails with a clear error if not.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -463,11 +464,13 @@ def warm_start_model(
     """
     from rllib_proxmo.sft import FineTuneSettings, warm_start
 
+    passes = itertools.count(1)
+
     def track(stats: Any) -> None:
+        # One step per pass, numbered across the relabelling rounds (each restarts its epochs at 1).
+        step = next(passes)
         if tracker is not None:
-            tracker.log_metrics(
-                {"warm_start/loss": stats.loss, "warm_start/answer_prob": stats.answer_prob}, stats.epoch
-            )
+            tracker.log_metrics({"warm_start/loss": stats.loss, "warm_start/answer_prob": stats.answer_prob}, step)
 
     print(f"warm start: fine-tuning on {args.sft_episodes} expert episodes ...", flush=True)
     result = warm_start(

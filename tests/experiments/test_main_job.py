@@ -411,7 +411,7 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "MLFLOW_TRACKING_URI", PROGRESS_BARS}}
     job = subprocess.run(
         [sys.executable, "-m", "rllib_proxmo.train", *TINY_RUN, "--model", tiny_model, "--output", str(output)]
-        + ["--tracking-uri", uri],
+        + ["--tracking-uri", uri, "--sft-relabel-rounds", "1", "--sft-relabel-epochs", "1"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -430,6 +430,7 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     # The warm start ran first, RL started from its model, and both were evaluated on the same tasks.
     warm_dir = output / "warm_start"
     assert "warm-up epoch 1/1 | loss " in printed and (warm_dir / "model.safetensors").exists()
+    assert printed.index("warm-up epoch 1/1") < printed.index("relabelling round 1/1: the policy won ")
     assert printed.index("warm start done") < printed.index("warm start: success") < printed.index("iter 1/1")
     checkpoint, plot = output / "checkpoint", output / "learning_curve.png"
     for path in (checkpoint, plot, output / "evaluation.csv", output / "evaluation.md"):
@@ -462,7 +463,8 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     assert [(m.step, f"{100 * m.value:.1f}") for m in evaluation] == [(1, table[2][-1].split(" ")[0])]
     start = client.get_metric_history(run.info.run_id, "evaluation_start/env_runners/success_rate")
     assert [(m.step, f"{100 * m.value:.1f}") for m in start] == [(0, table[1][-1].split(" ")[0])]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "warm_start/loss")] == [1]
+    # One point per pass: the expert episodes' epoch, then the relabelling round's.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "warm_start/loss")] == [1, 2]
     assert tags["warm_start_dir"] == str(warm_dir) and params["_model_config.trainable_layers"] == "1"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "evaluation/env_runners/num_episodes")] == [3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
