@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -141,22 +142,27 @@ def test_a_later_call_on_more_turns_keeps_the_earlier_batches_and_their_trunks(m
         fine_tune(policy, episodes[:2], FineTuneSettings(epochs=1), batches=batches)
 
 
-def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_path):
-    config = (
+def _guess_config(model_dir: str, code_length: int = 3, **model_config) -> ProxMOConfig:
+    return (
         ProxMOConfig()
-        .environment("tests.text_env:TextGuess-v0", env_config={"code_length": 2})
-        .rl_module(model_config={"model_name_or_path": model_dir, "trainable_layers": 1})
+        .environment("tests.text_env:TextGuess-v0", env_config={"code_length": code_length, "max_steps": 5})
+        .rl_module(model_config={"model_name_or_path": model_dir, "trainable_layers": 1, **model_config})
         .training(llm_env_config={"template": "alfworld-compact", "require_think": False}, max_turns=4)
     )
+
+
+def _warm_start(config: ProxMOConfig, tmp_path, **relabelling) -> tuple[Any, list[str]]:
+    """The warm start of 4 expert episodes x 2 epochs without detours, and the lines it logged."""
     lines = []
+    settings = FineTuneSettings(lr=1e-3, epochs=2)
     result = warm_start(
-        config,
-        tmp_path / "warm",
-        num_episodes=4,
-        settings=FineTuneSettings(lr=1e-3, epochs=2),
-        detour_prob=0.0,
-        log=lines.append,
+        config, tmp_path / "warm", num_episodes=4, settings=settings, detour_prob=0.0, log=lines.append, **relabelling
     )
+    return result, lines
+
+
+def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_path):
+    result, lines = _warm_start(_guess_config(model_dir, code_length=2), tmp_path)
     assert lines[0].startswith("warm-up: 4 expert episodes, 8 turns (expert success 1.00")
     assert [line.split(" |")[0] for line in lines[1:]] == ["warm-up epoch 1/2", "warm-up epoch 2/2"]
     summary = json.loads((result.model_dir / "warm_start.json").read_text())
@@ -170,15 +176,6 @@ def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_p
     state = dict(reloaded.named_parameters())
     for name, value in rl.model.named_parameters():
         np.testing.assert_array_equal(value.detach().numpy(), state[name].detach().numpy())
-
-
-def _guess_config(model_dir: str, **model_config) -> ProxMOConfig:
-    return (
-        ProxMOConfig()
-        .environment("tests.text_env:TextGuess-v0", env_config={"code_length": 3, "max_steps": 5})
-        .rl_module(model_config={"model_name_or_path": model_dir, "trainable_layers": 1, **model_config})
-        .training(llm_env_config={"template": "alfworld-compact", "require_think": False}, max_turns=4)
-    )
 
 
 def test_relabelling_keeps_the_policy_states_with_the_expert_answer_there(model_dir):
@@ -213,18 +210,7 @@ def test_relabelling_keeps_the_policy_states_with_the_expert_answer_there(model_
 
 def test_a_warm_start_with_relabelling_rounds_fine_tunes_on_the_aggregate(model_dir, tmp_path):
     config = _guess_config(model_dir)
-    lines = []
-    result = warm_start(
-        config,
-        tmp_path / "warm",
-        num_episodes=4,
-        settings=FineTuneSettings(lr=1e-3, epochs=2),
-        detour_prob=0.0,
-        relabel_rounds=2,
-        relabel_episodes=3,
-        relabel_epochs=1,
-        log=lines.append,
-    )
+    result, lines = _warm_start(config, tmp_path, relabel_rounds=2, relabel_episodes=3, relabel_epochs=1)
     rounds = [line for line in lines if line.startswith("relabelling round")]
     assert [line.split(":")[0] for line in rounds] == ["relabelling round 1/2", "relabelling round 2/2"]
     assert len(result.epochs) == 4 and len(result.policy_success_rates) == 2
