@@ -182,6 +182,14 @@ class _LiveEpisode:
         self.expert_action = info.get(EXPERT_ACTION)
 
 
+def _answer_format(env: gym.Env) -> tuple[Any, bool] | None:
+    """The prompt template and ``require_think`` of an env with the LLM wrappers; None without them."""
+    try:
+        return env.get_wrapper_attr("template"), env.get_wrapper_attr("require_think")
+    except AttributeError:
+        return None
+
+
 class GroupedEnvRunner(EnvRunner, Checkpointable):
     """Plays groups of same-task rollouts; generation batched over all live episodes."""
 
@@ -288,13 +296,13 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
             ValueError: for an env without the LLM wrappers, or whose prompt asks for a think
                 block (free text before the answer).
         """
-        try:
-            require_think, template = (item.env.get_wrapper_attr(name) for name in ("require_think", "template"))
-        except AttributeError as error:
+        answer_format = _answer_format(item.env)
+        if answer_format is None:
             raise ValueError(
                 "model_config constrain_to_admissible needs the LLM wrappers (llm_env_config set): they list "
                 "the admissible commands and parse the answers"
-            ) from error
+            )
+        template, require_think = answer_format
         if require_think:
             raise ValueError(
                 "model_config constrain_to_admissible needs a prompt without a think block "
@@ -326,10 +334,10 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         command = item.expert_action
         if command is None:
             return None
-        try:
-            template, require_think = (item.env.get_wrapper_attr(name) for name in ("template", "require_think"))
-        except AttributeError:
+        answer_format = _answer_format(item.env)
+        if answer_format is None:
             return str(command)
+        template, require_think = answer_format
         return format_response(str(command), item.actions, template=template, require_think=require_think)
 
     def _sampling_params(self, explore: bool, seed: int) -> SamplingParams:

@@ -19,9 +19,9 @@ from typing import Any
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from transformers import PreTrainedTokenizerBase
 
-from rllib_proxmo.rollout.chat import response_ids
 from rllib_proxmo.rollout.env_runner import GroupedEnvRunner
-from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode, Turn
+from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode
+from rllib_proxmo.sft.demonstrations import demonstration_turn
 
 
 def play_policy(
@@ -50,7 +50,7 @@ def relabel(episodes: Sequence[TextEpisode], tokenizer: PreTrainedTokenizerBase)
 
     Turns whose state has no expert answer (the expert found no route) are left out, and so
     are episodes left with no turn. Every kept turn has ``advantage=1.0``, as the expert's
-    own demonstrations (:func:`~rllib_proxmo.sft.demonstrations.play_expert_episode`).
+    own demonstrations (:func:`~rllib_proxmo.sft.demonstrations.demonstration_turn`).
 
     Raises:
         ValueError: when no turn of any episode has an expert answer (the env reports no expert).
@@ -58,13 +58,7 @@ def relabel(episodes: Sequence[TextEpisode], tokenizer: PreTrainedTokenizerBase)
     relabelled = []
     for episode in episodes:
         turns = [
-            Turn(
-                prompt_ids=turn.prompt_ids,
-                response_ids=response_ids(tokenizer, turn.expert_answer),
-                reward=0.0,
-                state=turn.state,
-                advantage=1.0,
-            )
+            demonstration_turn(tokenizer, turn.prompt_ids, turn.expert_answer, turn.state)
             for turn in episode.turns
             if turn.expert_answer is not None
         ]

@@ -39,6 +39,12 @@ def _expert_command(info: dict[str, Any], env: gym.Env) -> str | None:
     return command
 
 
+def demonstration_turn(tokenizer: PreTrainedTokenizerBase, prompt: tuple[int, ...], answer: str, state: str) -> Turn:
+    """A supervised turn: the prompt's ids, ``answer`` tokenised as the response, ``advantage=1.0``
+    (so the token batch's response mask is the loss mask)."""
+    return Turn(prompt_ids=prompt, response_ids=response_ids(tokenizer, answer), reward=0.0, state=state, advantage=1.0)
+
+
 def play_expert_episode(
     env: gym.Env,
     tokenizer: PreTrainedTokenizerBase,
@@ -75,15 +81,7 @@ def play_expert_episode(
         if listed and rng.random() < detour_prob:
             executed = listed[int(rng.integers(len(listed)))]
         response = format_response(command, admissible, template=template, require_think=require_think)
-        episode.turns.append(
-            Turn(
-                prompt_ids=prompt_ids(tokenizer, prompt),
-                response_ids=response_ids(tokenizer, response),
-                reward=0.0,
-                state=str(info["state"]),
-                advantage=1.0,
-            )
-        )
+        episode.turns.append(demonstration_turn(tokenizer, prompt_ids(tokenizer, prompt), response, str(info["state"])))
         executed_response = format_response(executed, admissible, template=template, require_think=require_think)
         prompt, reward, terminated, truncated, info = env.step(executed_response)
         if terminated or truncated:
