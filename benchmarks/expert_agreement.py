@@ -8,7 +8,8 @@ transfer depends on two figures this benchmark prints for the main job's held-ou
    the main job's turn limit.
 2. With ``--model``, **step agreement**: on the expert's own trajectories of the first
    ``--episodes`` held-out games, the share of states where the model's greedy answer is
-   the expert's command (the prompt and chat encoding the env runner samples from), by
+   the expert's command (the prompt, chat encoding and answer constraint the env runner
+   samples with: held to the admissible commands where the main job holds them), by
    the command's verb (``go``, ``take``, ``move``, ``open``, ``use``, ...). A policy that
    sweeps well but rarely ``take``\\ s the task's object shows it here, with the count.
 
@@ -29,7 +30,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+
+from envs.llm_wrappers import answer_choices
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -74,34 +78,66 @@ def expert_success(episodes: list[Any], step_limits: list[int]) -> dict[str, dic
     }
 
 
-def step_agreement(model_name: str, episodes: list[Any], tokenizer_of_turns: Any) -> dict[str, Any]:
-    """Greedy answers of ``model_name`` on every turn of ``episodes``, compared with the expert's, by verb."""
-    import torch
+class _AdmissibleRecorder(gym.Wrapper):
+    """Keeps ``info["admissible_actions"]`` of every reset and step: entry k is turn k's list."""
 
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.admissible: list[list[str]] = []
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        self.admissible = [list(info["admissible_actions"])]
+        return observation, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.admissible.append(list(info["admissible_actions"]))
+        return observation, reward, terminated, truncated, info
+
+
+def step_agreement(
+    model_name: str,
+    episodes: list[Any],
+    tokenizer_of_turns: Any,
+    admissible: list[list[list[str]]],
+    template: Any,
+    held: bool,
+) -> dict[str, Any]:
+    """Greedy answers of ``model_name`` on every turn of ``episodes``, compared with the expert's, by verb.
+
+    ``admissible`` holds, per episode and turn, the env's admissible commands; with ``held``
+    every answer is held to them token by token (the answers ``template`` admits), as
+    ``constrain_to_admissible`` samples. ``"admissible"`` counts the answers naming one of them.
+    """
     from envs.llm_wrappers import parse_action
     from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm
+    from rllib_proxmo.rollout.chat import response_ids
+    from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
 
     model, tokenizer = load_causal_lm(model_name)
+    engine = HFEngine(model, tokenizer)
     agree: Counter[str] = Counter()
     seen: Counter[str] = Counter()
-    for episode in episodes:
-        for turn in episode.turns:
+    named_admissible = 0
+    for episode, commands in zip(episodes, admissible, strict=False):
+        for turn, listed in zip(episode.turns, commands, strict=False):
             expert = parse_action(tokenizer_of_turns.decode(turn.response_ids), require_think=False) or ""
             verb = expert.split(" ", 1)[0]
-            with torch.no_grad():
-                out = model.generate(
-                    torch.tensor([turn.prompt_ids]),
-                    attention_mask=torch.ones(1, len(turn.prompt_ids), dtype=torch.long),
-                    max_new_tokens=len(turn.response_ids) + 8,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            answer = parse_action(tokenizer.decode(out[0, len(turn.prompt_ids) :]), require_think=False)
+            answers = answer_choices(listed, template=template) if held else None
+            choices = None if answers is None else [response_ids(tokenizer, answer) for answer in answers]
+            longest = len(turn.response_ids) + 8 if choices is None else max(map(len, choices))
+            greedy = SamplingParams(max_new_tokens=longest, temperature=0.0)
+            (generation,) = engine.generate([turn.prompt_ids], greedy, None if choices is None else [choices])
+            answer = parse_action(tokenizer.decode(generation.token_ids), require_think=False)
             seen[verb] += 1
             agree[verb] += answer == expert
+            named_admissible += answer in listed
     return {
         "all": {"agree": sum(agree.values()), "states": sum(seen.values())},
         "by_verb": {verb: {"agree": agree[verb], "states": seen[verb]} for verb in sorted(seen)},
+        "admissible": named_admissible,
+        "held_answers": held,
     }
 
 
@@ -111,10 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args, job_argv = parse_args(argv)
     env, config, task_ids = held_out_expert_env(job_argv)
+    env = _AdmissibleRecorder(env)
+    held = bool(config.model_config.get("constrain_to_admissible"))
     _, tokenizer = load_causal_lm(config.model_config["model_name_or_path"])
     start = time.perf_counter()
-    episodes = [
-        play_expert_episode(
+    episodes, admissible = [], []
+    for index, task_id in enumerate(task_ids):
+        episode = play_expert_episode(
             env,
             tokenizer,
             task_id=task_id,
@@ -123,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rng=np.random.default_rng(index),
             max_turns=max(args.step_limits),
         )
-        for index, task_id in enumerate(task_ids)
-    ]
+        episodes.append(episode)
+        admissible.append(env.admissible)
+    template = env.get_wrapper_attr("template")
     env.close()
     results: dict[str, Any] = {
         "held_out_games": len(episodes),
@@ -137,14 +177,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.model:
         start = time.perf_counter()
         scored = episodes[: args.episodes]
-        agreement = step_agreement(args.model, scored, tokenizer)
+        agreement = step_agreement(args.model, scored, tokenizer, admissible, template, held)
         results["model"] = args.model
         results["agreement"] = agreement
         results["agreement_seconds"] = time.perf_counter() - start
         total = agreement["all"]
-        print(f"step agreement of {args.model} on the expert's states of {len(scored)} held-out games:")
+        answers = "answers held to the admissible commands" if held else "free answers"
+        print(f"step agreement of {args.model} on the expert's states of {len(scored)} held-out games ({answers}):")
         for verb, counts in [("all", total), *agreement["by_verb"].items()]:
             print(f"  {verb:8s} {counts['agree']}/{counts['states']} = {counts['agree'] / counts['states']:.2f}")
+        print(f"  answers naming an admissible command: {agreement['admissible']}/{total['states']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"job_args": job_argv, **results}, indent=2) + "\n")

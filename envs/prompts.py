@@ -275,8 +275,8 @@ _COMPACT_OPENING = "Task: {task_description}.\n"
 _COMPACT_OBSERVATION = "Observation: {current_observation}.\nActions:\n{admissible_actions}\n"
 
 
-def _compact(answer: str, action_list: str) -> PromptTemplate:
-    closing = _COMPACT_OBSERVATION + answer
+def _compact(answer: str, action_list: str, observation: str = _COMPACT_OBSERVATION) -> PromptTemplate:
+    closing = observation + answer
     return PromptTemplate(
         first_step=_COMPACT_OPENING + closing,
         with_history=_COMPACT_OPENING + "Previous steps:\n{action_history}\n" + closing,
@@ -290,12 +290,22 @@ ALFWORLD_COMPACT = _compact("Answer with the best action as <action>action</acti
 #: The compact prompt with numbered actions, answered by number (measured against it).
 ALFWORLD_NUMBERED = _compact("Answer with the number of the best action as <action>number</action>.", "numbered")
 
+#: The compact prompt without the action list, for answers held to the admissible commands
+#: (``constrain_to_admissible``): the choice is enforced token by token, so the list is only
+#: prompt length (most of the compact prompt's tokens).
+ALFWORLD_UNLISTED = _compact(
+    "Answer with the best action as <action>action</action>.",
+    "lines",
+    observation="Observation: {current_observation}.\n",
+)
+
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
 TEMPLATES: dict[str, PromptTemplate] = {
     "alfworld": ALFWORLD,
     "webshop": WEBSHOP,
     "alfworld-compact": ALFWORLD_COMPACT,
     "alfworld-numbered": ALFWORLD_NUMBERED,
+    "alfworld-unlisted": ALFWORLD_UNLISTED,
 }
 
 

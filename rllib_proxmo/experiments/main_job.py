@@ -109,7 +109,8 @@ EVALUATION_CPUS = 2
 
 
 def add_environment_arguments(task: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--env``, ``--env-config``, ``--llm-env-config``, ``--num-games``, ``--model``, ``--trainable-layers``.
+    """``--env``, ``--env-config``, ``--llm-env-config``, ``--[no-]constrain-to-admissible``, ``--num-games``,
+    ``--model``, ``--trainable-layers``.
 
     The flags of the main job that pick the env, its prompt and the model; ``python -m
     rllib_proxmo.sft`` takes the same ones.
@@ -123,7 +124,14 @@ def add_environment_arguments(task: argparse.ArgumentParser | argparse._Argument
         type=json_object,
         default={},
         help="JSON keywords of envs.llm_wrappers.make_llm_env merged into the CPU defaults (ALFWorld: compact "
-        'numbered prompt, 1 history step, no think block), e.g. \'{"template": "alfworld", "require_think": true}\'',
+        'prompt, 1 history step, no think block), e.g. \'{"template": "alfworld", "require_think": true}\'',
+    )
+    task.add_argument(
+        "--constrain-to-admissible",
+        action=argparse.BooleanOptionalAction,
+        help="hold every answer to one of the admissible commands (model_config constrain_to_admissible; HF "
+        "engine, no think block). Default: on for ALFWorld with the HF engine, whose prompt then lists no "
+        f"actions ({CPU.held_answer_templates[ALFWORLD]!r}); off otherwise, and the prompt lists them",
     )
     task.add_argument(
         "--num-games", type=positive_int, default=CPU.num_games, help="generated ALFWorld games per split"
@@ -206,12 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     algo.add_argument(
         "--max-new-tokens", type=positive_int, default=CPU.max_new_tokens, help="tokens generated per turn"
-    )
-    algo.add_argument(
-        "--constrain-to-admissible",
-        action="store_true",
-        help="hold every answer to one of the listed admissible commands (model_config constrain_to_admissible; "
-        "HF engine, no think block)",
     )
     algo.add_argument(
         "--minibatch-size", type=positive_int, default=CPU.minibatch_size, help="turns per optimizer step"
@@ -321,6 +323,14 @@ def split_configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     return env_configs(args.env, replace(CPU, num_games=args.num_games), args.env_config)
 
 
+def holds_answers(args: argparse.Namespace) -> bool:
+    """Whether answers are held to the admissible commands: ``--[no-]constrain-to-admissible``, else
+    the CPU default (the envs of ``CPU.held_answer_templates``, with the HF engine)."""
+    if args.constrain_to_admissible is not None:
+        return args.constrain_to_admissible
+    return args.env in CPU.held_answer_templates and args.engine == "hf"
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """The :class:`ProxMOConfig` that ``args`` describe."""
     from rllib_proxmo.algorithm.proxmo import ProxMOConfig
@@ -329,7 +339,8 @@ def build_config(args: argparse.Namespace) -> Any:
     model_config = CPU.model_config(args.env, args.model)
     model_config["max_new_tokens"] = args.max_new_tokens
     model_config["engine"] = args.engine
-    if args.constrain_to_admissible:
+    held_answers = holds_answers(args)
+    if held_answers:
         model_config["constrain_to_admissible"] = True
     if args.trainable_layers:
         model_config["trainable_layers"] = args.trainable_layers
@@ -350,7 +361,7 @@ def build_config(args: argparse.Namespace) -> Any:
         micro_batch_size=args.micro_batch_size,
         old_logp_source=CPU.old_logp_source,
         lr=args.lr,
-        llm_env_config={**CPU.llm_env_config(args.env), **args.llm_env_config},
+        llm_env_config={**CPU.llm_env_config(args.env, held_answers=held_answers), **args.llm_env_config},
         rollouts_dir=str(Path(args.output).resolve() / "rollouts"),
     )
     return (

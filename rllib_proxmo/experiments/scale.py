@@ -51,6 +51,10 @@ class Scale:
         old_logp_source: ``ProxMOConfig.old_logp_source``.
         llm_env_configs: ``make_llm_env`` keywords per env id (an env not listed: the
             paper's prompt, history and think block).
+        held_answer_templates: Env ids whose answers the main job holds to the admissible
+            commands by default (``model_config["constrain_to_admissible"]``, HF engine), each
+            with the prompt template used then: the constraint enforces the action list, so
+            the prompt leaves it out.
         warm_up_episodes: Expert episodes of the supervised warm start before RL (0: none).
         warm_up_epochs: Passes of the warm start over its demonstrations.
         warm_up_lr: Learning rate of the warm start.
@@ -80,15 +84,20 @@ class Scale:
     reuse_sampler_trunk: bool
     old_logp_source: str
     llm_env_configs: Mapping[str, Mapping[str, Any]]
+    held_answer_templates: Mapping[str, str]
     warm_up_episodes: int
     warm_up_epochs: int
     warm_up_lr: float
     warm_up_relabel_rounds: int
     warm_up_relabel_epochs: int
 
-    def llm_env_config(self, env: str) -> dict[str, Any]:
-        """``make_llm_env`` keywords of ``env`` at this scale (empty: the paper's defaults)."""
-        return dict(self.llm_env_configs.get(env, {}))
+    def llm_env_config(self, env: str, *, held_answers: bool = False) -> dict[str, Any]:
+        """``make_llm_env`` keywords of ``env`` at this scale (empty: the paper's defaults); with
+        ``held_answers``, the prompt of :attr:`held_answer_templates` where it names one."""
+        config = dict(self.llm_env_configs.get(env, {}))
+        if held_answers and env in self.held_answer_templates:
+            config["template"] = self.held_answer_templates[env]
+        return config
 
     def model_config(self, env: str, model: str | None = None) -> dict[str, Any]:
         """The RLModule's model config for ``env`` at this scale (``model`` overrides :attr:`model`)."""
@@ -138,6 +147,7 @@ PAPER = Scale(
     reuse_sampler_trunk=False,
     old_logp_source="recompute",
     llm_env_configs={},
+    held_answer_templates={},
     warm_up_episodes=0,
     warm_up_epochs=2,
     warm_up_lr=1e-5,
@@ -176,6 +186,8 @@ CPU = Scale(
     reuse_sampler_trunk=True,
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
+    # Half the prompt tokens, and twice the unseen wins of the warm start (docs/design.md, CPU default).
+    held_answer_templates={ALFWORLD: "alfworld-unlisted"},
     warm_up_episodes=64,
     warm_up_epochs=4,
     warm_up_lr=5e-4,

@@ -50,7 +50,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     # The main job's settings, with the ones this command takes (same names) and its warm start.
     job = main_job.parse_args(["--output", str(args.output), "--run-name", f"sft-{args.output.name}"])
-    for name in ("env", "env_config", "llm_env_config", "num_games", "model", "trainable_layers", "max_turns", "seed"):
+    for name in (
+        "env",
+        "env_config",
+        "llm_env_config",
+        "constrain_to_admissible",
+        "num_games",
+        "model",
+        "trainable_layers",
+        "max_turns",
+        "seed",
+    ):
         setattr(job, name, getattr(args, name))
     job.sft_episodes, job.sft_epochs, job.sft_lr = args.episodes, args.epochs, args.lr
     job.sft_relabel_rounds, job.sft_relabel_epochs = args.relabel_rounds, args.relabel_epochs

@@ -20,6 +20,26 @@ def test_expert_success_by_step_limit_and_step_agreement_counts(tmp_path, capsys
     assert results["expert_success"] == {"all": {"1": 0.0, "2": 1.0}}
     agreement = results["agreement"]
     assert agreement["all"]["states"] == 4 and agreement["by_verb"]["press"]["states"] == 4
-    assert 0 <= agreement["all"]["agree"] <= 4
+    assert 0 <= agreement["all"]["agree"] <= 4 and not agreement["held_answers"]
     assert json.loads(out.read_text())["expert_success"] == results["expert_success"]
     assert "step agreement of" in capsys.readouterr().out
+
+
+def test_answers_held_to_the_admissible_commands_name_one_in_every_state(tmp_path):
+    model = str(build_tiny_chat_model(tmp_path / "tiny", WORDS, seed=4))
+    job = [
+        "--env",
+        "tests.text_env:TextGuess-v0",
+        "--env-config",
+        '{"code_length": 2}',
+        "--llm-env-config",
+        '{"template": "alfworld-unlisted", "require_think": false}',
+        "--constrain-to-admissible",
+        "--model",
+        model,
+    ]
+    free = expert_agreement.main(["--model", model, "--episodes", "3", "--", *job[:-3], "--model", model])
+    held = expert_agreement.main(["--model", model, "--episodes", "3", "--", *job])["agreement"]
+    # The untrained model writes free text, which names no command; held, every answer names one.
+    assert not free["agreement"]["held_answers"] and free["agreement"]["admissible"] < 6
+    assert held["held_answers"] and held["admissible"] == held["all"]["states"] == 6

@@ -737,6 +737,18 @@ def test_the_compact_template_lists_one_action_per_line_and_takes_the_command():
         PromptTemplate(first_step="{admissible_actions}", with_history="{admissible_actions}", action_list="table")
 
 
+def test_the_unlisted_template_shows_no_actions_and_its_choices_are_still_every_listed_command():
+    env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-unlisted", require_think=False)
+    prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue
+    assert "Actions:" not in prompt and "press red" not in prompt
+    assert prompt.startswith("Task: open the chest by pressing green, blue in this order.\nObservation: ")
+    assert prompt.endswith("as <action>action</action>.")
+    answers = answer_choices(info["admissible_actions"], template=resolve_template("alfworld-unlisted"))
+    assert answers == [f"<action>{command}</action>" for command in ("look", "press red", "press green", "press blue")]
+    prompt, _, _, _, info = env.step(answers[2])
+    assert info["action_admissible"] and "Action 1: 'press green']" in prompt and "press blue" not in prompt
+
+
 def test_the_numbered_template_numbers_the_listed_actions_and_accepts_a_number_or_the_command():
     env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-numbered", require_think=False)
     prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue
@@ -761,7 +773,7 @@ def test_numbers_name_nothing_under_a_template_that_does_not_number():
     assert info["format_valid"] and not info["action_admissible"]
 
 
-@pytest.mark.parametrize("template", ["alfworld", "alfworld-compact", "alfworld-numbered"])
+@pytest.mark.parametrize("template", ["alfworld", "alfworld-compact", "alfworld-numbered", "alfworld-unlisted"])
 @pytest.mark.parametrize("require_think", [True, False])
 def test_format_response_writes_what_the_parser_reads_back(template, require_think):
     prompt_template = resolve_template(template)

@@ -79,7 +79,10 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     assert (args.num_games, args.eval_tasks, args.sft_episodes, args.sft_epochs) == (48, 48, 64, 4)
     assert (args.sft_episodes, args.trainable_layers, args.lr) == (CPU.warm_up_episodes, 4, CPU.lr)
     config = build_config(args)
-    assert config.llm_env_config == {"template": "alfworld-compact", "history_length": 1, "require_think": False}
+    # Answers held to the admissible commands, so the prompt lists none.
+    assert config.llm_env_config == {"template": "alfworld-unlisted", "history_length": 1, "require_think": False}
+    assert config.model_config["constrain_to_admissible"] is True
+    config.validate()  # the CPU prompt has no think block
     assert config.model_config["trainable_layers"] == 4 and config.old_logp_source == "sampler"
     assert config.model_config["reuse_sampler_trunk"]
     for argv in (["--trainable-layers", "0"], ["--engine", "vllm"], ["--num-gpus-per-learner", "1"]):
@@ -87,10 +90,17 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     assert (args.stop_iters, args.time_budget_min) == (RL_ITERATIONS, None)
     assert args.eval_every == config.evaluation_interval == CPU.evaluation_interval
     assert build_config(parse_args(["--eval-every", "0"])).evaluation_interval == 0
-    assert "constrain_to_admissible" not in config.model_config
-    held = build_config(parse_args(["--constrain-to-admissible"]))
-    assert held.model_config["constrain_to_admissible"] is True
-    held.validate()  # the CPU prompt has no think block
+    # Free answers (by choice, or with vLLM, which cannot hold them) read the actions from the prompt.
+    for argv in (["--no-constrain-to-admissible"], ["--engine", "vllm"]):
+        free = build_config(parse_args(argv))
+        assert "constrain_to_admissible" not in free.model_config
+        assert free.llm_env_config["template"] == "alfworld-compact"
+    webshop = build_config(parse_args(["--env", "WebShop-v0", "--llm-env-config", '{"require_think": false}']))
+    assert "constrain_to_admissible" not in webshop.model_config
+    held = build_config(
+        parse_args(["--env", "WebShop-v0", "--llm-env-config", '{"require_think": false}', "--constrain-to-admissible"])
+    )
+    assert held.model_config["constrain_to_admissible"] is True and held.llm_env_config == {"require_think": False}
     assert args.num_gpus_per_learner == 0 and args.address is None and not args.no_mlflow
     assert args.output == Path("results") / args.run_name and args.run_name.startswith("proxmo-ALFWorld-v0-")
 
@@ -158,7 +168,7 @@ def test_alfworld_evaluates_on_unseen_games_and_webshop_on_test_goals():
     assert alfworld.evaluation_config["env_config"] == {**alfworld.env_config, "split": "unseen"}
     assert alfworld.model_config["max_new_tokens"] == 24 and alfworld.model_config["dtype"] == "float32"
     assert alfworld.num_gpus_per_learner == 0 and (alfworld.tasks_per_iteration, alfworld.group_size) == (3, 4)
-    assert alfworld.llm_env_config == CPU.llm_env_config("ALFWorld-v0")
+    assert alfworld.llm_env_config == CPU.llm_env_config("ALFWorld-v0", held_answers=True)
     webshop = build_config(
         parse_args(["--env", "WebShop-v0", "--lr", "1e-5", "--llm-env-config", '{"require_think": false}'])
     )
