@@ -1,9 +1,9 @@
 """The main job (``make train``): train ProxMO, evaluate on unseen tasks, save and track it all.
 
-Defaults (the transfer setting) take about 45 minutes on an idle 2-core CPU:
+Defaults (the transfer setting) take about 25 minutes on an idle 2-core CPU:
 SmolLM2-135M-Instruct (embedded weights, top 4 of 30 layers trained) on 48 generated ALFWorld
-games per split with the compact prompt (``envs.prompts.ALFWORLD_COMPACT``: one action per line,
-answered with the command). First a supervised warm start on ``--sft-episodes`` episodes of the
+games per split, every answer held to the admissible commands and the compact prompt without
+the action list (``envs.prompts.ALFWORLD_UNLISTED``, answered with the command). First a supervised warm start on ``--sft-episodes`` episodes of the
 searching expert (:mod:`rllib_proxmo.sft`, ALFWorld's ``expert="search"``; 0 skips it), then the
 starting policy plays 48 unseen episodes (at the release's validation temperature 0.4), then RL:
 3 training games drawn per iteration x 4 rollouts, 10 turns of at most 24 new tokens,
