@@ -24,7 +24,7 @@ would otherwise read ``"...cabinet 1.."``).
 A custom template is a :meth:`str.format` string using any of :data:`SLOTS`;
 it is used at every step.
 
-:data:`ALFWORLD_COMPACT` (``"alfworld-compact"``) is the CPU default's prompt, not
+:data:`ALFWORLD_COMPACT` (``"alfworld-compact"``) is the CPU prompt for free answers, not
 the paper's: the task, the remembered steps, the observation and the admissible
 actions one per line, answered by ``<action>command</action>`` without a think
 block. :data:`ALFWORLD_NUMBERED` (``"alfworld-numbered"``) numbers the lines and asks
@@ -32,7 +32,10 @@ for ``<action>N</action>`` (the command itself is accepted too, see
 :class:`envs.llm_wrappers.ActionParsingWrapper`). Measured side by side on SmolLM2-135M
 (``benchmarks/results/cpu_prompt.md``): after the same warm start the model copies a
 listed command far more reliably than it names the right number, so the compact
-prompt answers with the command.
+prompt answers with the command. :data:`ALFWORLD_UNLISTED` (``"alfworld-unlisted"``) is
+the compact prompt without the action list, for answers held to the admissible commands
+(``model_config["constrain_to_admissible"]``), which enforce the list token by token: the
+CPU default's prompt wherever its answers are held.
 """
 
 from __future__ import annotations
