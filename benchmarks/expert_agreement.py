@@ -103,16 +103,18 @@ def step_agreement(
     admissible: list[list[list[str]]],
     template: Any,
     held: bool,
+    max_new_tokens: int,
 ) -> dict[str, Any]:
     """Greedy answers of ``model_name`` on every turn of ``episodes``, compared with the expert's, by verb.
 
     ``admissible`` holds, per episode and turn, the env's admissible commands; with ``held``
-    every answer is held to them token by token (the answers ``template`` admits), as
-    ``constrain_to_admissible`` samples. ``"admissible"`` counts the answers naming one of them.
+    every answer is held to them token by token (the answers ``template`` admits that fit in
+    ``max_new_tokens``), as ``constrain_to_admissible`` samples. ``"admissible"`` counts the
+    answers naming one of them.
     """
     from envs.llm_wrappers import parse_action
     from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm
-    from rllib_proxmo.rollout.chat import response_ids
+    from rllib_proxmo.rollout.chat import answer_ids
     from rllib_proxmo.rollout.engines import HFEngine, SamplingParams
 
     model, tokenizer = load_causal_lm(model_name)
@@ -125,7 +127,7 @@ def step_agreement(
             expert = parse_action(tokenizer_of_turns.decode(turn.response_ids), require_think=False) or ""
             verb = expert.split(" ", 1)[0]
             answers = answer_choices(listed, template=template) if held else None
-            choices = None if answers is None else [response_ids(tokenizer, answer) for answer in answers]
+            choices = None if answers is None else answer_ids(tokenizer, answers, max_new_tokens)[0] or None
             longest = len(turn.response_ids) + 8 if choices is None else max(map(len, choices))
             greedy = SamplingParams(max_new_tokens=longest, temperature=0.0)
             (generation,) = engine.generate([turn.prompt_ids], greedy, None if choices is None else [choices])
@@ -177,7 +179,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.model:
         start = time.perf_counter()
         scored = episodes[: args.episodes]
-        agreement = step_agreement(args.model, scored, tokenizer, admissible, template, held)
+        agreement = step_agreement(
+            args.model, scored, tokenizer, admissible, template, held, config.model_config["max_new_tokens"]
+        )
         results["model"] = args.model
         results["agreement"] = agreement
         results["agreement_seconds"] = time.perf_counter() - start

@@ -8,6 +8,8 @@ tokenizer's end-of-turn token, the stop token sampling ends on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transformers import PreTrainedTokenizerBase
 
 
@@ -28,3 +30,20 @@ def response_ids(tokenizer: PreTrainedTokenizerBase, response: str) -> tuple[int
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos token: a reply could not end")
     return (*tokenizer(response, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+
+
+def answer_ids(
+    tokenizer: PreTrainedTokenizerBase, answers: Sequence[str], max_new_tokens: int
+) -> tuple[list[tuple[int, ...]], list[tuple[str, int]]]:
+    """The :func:`response_ids` of every answer that fits in ``max_new_tokens``, and each one
+    left out with its length in tokens: a sampler holding its answers to ``answers`` could
+    not write those out.
+    """
+    fitting, too_long = [], []
+    for answer in answers:
+        ids = response_ids(tokenizer, answer)
+        if len(ids) <= max_new_tokens:
+            fitting.append(ids)
+        else:
+            too_long.append((answer, len(ids)))
+    return fitting, too_long

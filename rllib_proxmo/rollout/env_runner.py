@@ -311,19 +311,18 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
         answers = answer_choices(item.actions, template=template)
         if answers is None:
             return None
-        encoded = [chat.response_ids(self.module.tokenizer, answer) for answer in answers]
-        fitting = [ids for ids in encoded if len(ids) <= self.settings.max_new_tokens]
-        if len(fitting) < len(encoded) and not self._warned_long_answers:
+        fitting, too_long = chat.answer_ids(self.module.tokenizer, answers, self.settings.max_new_tokens)
+        if too_long and not self._warned_long_answers:
             self._warned_long_answers = True
-            longest = max(encoded, key=len)
+            longest, length = max(too_long, key=lambda answer: answer[1])
             logger.warning(
                 "constrain_to_admissible: %d of %d admissible answers exceed max_new_tokens=%d (the longest, %d "
                 "tokens: %.100r) and are left out; raise max_new_tokens to let the agent give them",
-                len(encoded) - len(fitting),
-                len(encoded),
+                len(too_long),
+                len(answers),
                 self.settings.max_new_tokens,
-                len(longest),
-                answers[encoded.index(longest)],
+                length,
+                longest,
             )
         return fitting or None
 

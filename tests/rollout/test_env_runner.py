@@ -16,7 +16,7 @@ import ray
 import torch
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
-from transformers import GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 
 import rllib_proxmo.rollout.env_runner as env_runner_module
 from envs.llm_wrappers import make_llm_env
@@ -29,6 +29,7 @@ from rllib_proxmo.algorithm.torch.llm_rl_module import (
     TRUNK_STATES,
     LLMRLModule,
 )
+from rllib_proxmo.rollout import chat
 from rllib_proxmo.rollout.env_runner import PROMPT_HISTORY_CUTS, GroupedEnvRunner, SamplerSettings, _LiveEpisode
 from rllib_proxmo.rollout.episodes import GroupRequest, TextEpisode
 from rllib_proxmo.rollout.metrics import episode_metrics
@@ -119,6 +120,16 @@ def test_answers_too_long_to_write_are_left_out_with_a_warning_and_bare_envs_ref
     with pytest.raises(ValueError, match="needs the LLM wrappers"):
         runner._answer_choices(_LiveEpisode(bare, TextEpisode("e", "g", "0", ""), prompt, info))
     runner.stop()
+
+
+def test_answer_ids_keep_the_answers_that_fit_and_name_each_one_left_out(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    short, long = "look", "press " + " and ".join(DEFAULT_BUTTONS)
+    limit = len(chat.response_ids(tokenizer, short))
+    assert len(chat.response_ids(tokenizer, long)) > limit
+    fitting, too_long = chat.answer_ids(tokenizer, [long, short], limit)
+    assert fitting == [chat.response_ids(tokenizer, short)] and fitting[0][-1] == tokenizer.eos_token_id
+    assert too_long == [(long, len(chat.response_ids(tokenizer, long)))]
 
 
 def test_turns_carry_the_log_probs_the_learner_computes_on_the_token_batch(model_dir):
