@@ -511,6 +511,11 @@ class PromptWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructor
             "admissible_actions": _admissible_actions(info, self.env),
             "step_count": self._steps_taken,
         }
+        if self.template.uses_memory:
+            memory = _info_field(info, "memory", self.env)
+            if not isinstance(memory, str):
+                raise ValueError(f"{self.env.unwrapped!r} broke the text-env contract: info['memory'] must be a str")
+            self._render_inputs["memory"] = memory
         return self.render_prompt(len(self._history))
 
 

@@ -57,6 +57,7 @@ SLOTS = frozenset(
         "current_observation",
         "admissible_actions",
         "available_actions",
+        "memory",
     }
 )
 
@@ -150,6 +151,11 @@ class PromptTemplate:
     action_list: str = "quoted"
 
     @property
+    def uses_memory(self) -> bool:
+        """Whether the prompt shows the env's ``info["memory"]`` (the ``{memory}`` slot)."""
+        return any("memory" in template_slots(text) for text in (self.first_step, self.with_history))
+
+    @property
     def numbered_actions(self) -> bool:
         """Whether an answer may name an action by its number."""
         return self.action_list == "numbered"
@@ -178,6 +184,7 @@ class PromptTemplate:
         admissible_actions: Sequence[str],
         history: Sequence[HistoryEntry],
         step_count: int,
+        memory: str = "",
     ) -> str:
         """The prompt for the current step.
 
@@ -187,6 +194,7 @@ class PromptTemplate:
             admissible_actions: Commands the environment accepts now, in its order.
             history: Remembered steps, oldest first (already cut to the window).
             step_count: Steps taken so far in the episode (0 at reset).
+            memory: The env's summary of what the agent has seen this episode (``info["memory"]``).
 
         Returns:
             The rendered prompt. Slot values are inserted verbatim apart from
@@ -204,6 +212,7 @@ class PromptTemplate:
             current_observation=_drop_full_stop(observation),
             admissible_actions=actions,
             available_actions=actions,
+            memory=memory,
         )
 
 
@@ -217,6 +226,7 @@ def _example_slot_values() -> dict[str, object]:
         "current_observation": "observation",
         "admissible_actions": "'a'",
         "available_actions": "'a'",
+        "memory": "memory",
     }
 
 
@@ -301,6 +311,13 @@ ALFWORLD_UNLISTED = _compact(
     "lines",
     observation="Observation: {current_observation}.\n",
 )
+#: The unlisted prompt with what the agent has seen of the room (``info["memory"]`` of
+#: :class:`~envs.alfworld.env.ALFWorldEnv`) before the observation.
+ALFWORLD_MEMORY = _compact(
+    "Answer with the best action as <action>action</action>.",
+    "lines",
+    observation="{memory}\nObservation: {current_observation}.\n",
+)
 
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -309,6 +326,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "alfworld-compact": ALFWORLD_COMPACT,
     "alfworld-numbered": ALFWORLD_NUMBERED,
     "alfworld-unlisted": ALFWORLD_UNLISTED,
+    "alfworld-memory": ALFWORLD_MEMORY,
 }
 
 

@@ -15,7 +15,9 @@ string :attr:`ALFWorldEnv.noop_action` included) gets the engine's answer
   ``task_id`` (str), ``task_type`` (``pick``, ``look``, ``clean``, ``heat``,
   ``cool`` or ``pick2``), ``task`` (the goal sentence, e.g.
   ``"put a clean mug in coffeemachine."``), ``state`` (the raw observation
-  text, what ProxMO's PSA compares) and ``step`` (steps taken);
+  text, what ProxMO's PSA compares), ``step`` (steps taken) and ``memory``
+  (what the agent has seen of the room this episode, :class:`~envs.alfworld.memory.RoomMemory`:
+  the ``{memory}`` slot of a prompt);
 - with ``expert`` set, ``expert_action``: the next command of an expert
   (:data:`EXPERTS`): ``"oracle"``, :class:`~envs.alfworld.expert.ExpertPolicy` planned from the
   whole current state, or ``"search"``, :class:`~envs.alfworld.expert.SearchingExpert`, which
@@ -37,6 +39,7 @@ from textworld.core import Environment, GameState
 from envs.alfworld.engine import make_engine
 from envs.alfworld.expert import ExpertPolicy, SearchingExpert, World
 from envs.alfworld.games import GameEntry, load_games
+from envs.alfworld.memory import RoomMemory
 from envs.spaces import TextSpace
 from envs.task_selection import TaskSelectionMixin
 
@@ -144,6 +147,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
         self._init_task_queue()
         self._game: GameEntry | None = None
         self._policy: ExpertPolicy | None = None
+        self._memory: RoomMemory | None = None
         self._task = ""
         self._steps = 0
         self._done = True
@@ -171,6 +175,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
 
         self._game = game
         self._policy = EXPERTS[self.expert](game.task) if self.expert is not None else None
+        self._memory = RoomMemory()
         self._task = task_sentence(state.feedback)
         self._steps = 0
         self._done = False
@@ -211,7 +216,9 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
         return task_id
 
     def _info(self, state: GameState) -> dict[str, Any]:
-        assert self._game is not None
+        assert self._game is not None and self._memory is not None
+        world = World.from_game_state(state)
+        self._memory.observe(world)
         info: dict[str, Any] = {
             "won": bool(state["won"]),
             "admissible_actions": list(state["admissible_commands"]),
@@ -220,14 +227,14 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
             "task": self._task,
             "state": state.feedback,
             "step": self._steps,
+            "memory": self._memory.text(world),
         }
         if self._policy is not None:
-            info["expert_action"] = self._expert_action(state)
+            info["expert_action"] = self._expert_action(state, world)
         return info
 
-    def _expert_action(self, state: GameState) -> str | None:
+    def _expert_action(self, state: GameState, world: World) -> str | None:
         assert self._policy is not None
-        world = World.from_game_state(state)
         self._policy.observe(world)
         command = self._policy.next_command(world)
         if command is None and not state["won"]:

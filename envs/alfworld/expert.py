@@ -169,6 +169,14 @@ class World:
         """Whether the receptacle must be opened before use."""
         return receptacle in self.openable and receptacle not in self.opened
 
+    def open_here(self) -> list[str]:
+        """The receptacles at the agent's location whose contents show (not closed)."""
+        return [
+            r
+            for r, location in self.receptacle_location.items()
+            if location == self.agent_location and not self.is_closed(r)
+        ]
+
     def apply(self, command: Command) -> None:
         """Apply the effect of an expert command, as the ALFWorld domain defines it."""
         if command.verb == "go":
@@ -363,9 +371,7 @@ class SearchingExpert(ExpertPolicy):
 
     def observe(self, world: World) -> None:
         """Record the receptacle the agent stands at as explored when its contents show (it is open)."""
-        for receptacle, location in world.receptacle_location.items():
-            if location == world.agent_location and not world.is_closed(receptacle):
-                self.explored.add(receptacle)
+        self.explored.update(world.open_here())
 
     def next_command(self, world: World) -> Command | None:
         """The expert's command on the part of ``world`` seen so far, else the next step of the search."""

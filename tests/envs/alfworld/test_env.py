@@ -13,7 +13,7 @@ from envs.alfworld.env import ALFWorldEnv, task_sentence
 from envs.alfworld.tasks import TASK_TYPES
 from envs.spaces import TextSpace
 
-INFO_KEYS = {"won", "admissible_actions", "task_id", "task_type", "task", "state", "step"}
+INFO_KEYS = {"won", "admissible_actions", "task_id", "task_type", "task", "state", "step", "memory"}
 
 
 @pytest.fixture(scope="module")
