@@ -512,9 +512,12 @@ class PromptWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructor
             "step_count": self._steps_taken,
         }
         if self.template.uses_memory:
-            memory = _info_field(info, "memory", self.env)
+            memory = info.get("memory")
             if not isinstance(memory, str):
-                raise ValueError(f"{self.env.unwrapped!r} broke the text-env contract: info['memory'] must be a str")
+                raise ValueError(
+                    f"the prompt template shows {{memory}}, but {self.env.unwrapped!r} gives no str info['memory'] "
+                    f"(got {memory!r:.100}); use a template without it, or an env that keeps one (ALFWorld-v0)"
+                )
             self._render_inputs["memory"] = memory
         return self.render_prompt(len(self._history))
 

@@ -749,6 +749,36 @@ def test_the_unlisted_template_shows_no_actions_and_its_choices_are_still_every_
     assert info["action_admissible"] and "Action 1: 'press green']" in prompt and "press blue" not in prompt
 
 
+class RememberingGuess(TextGuessEnv):
+    """The button game with an ``info["memory"]`` naming the buttons pressed so far."""
+
+    def reset(self, *, seed=None, options=None):
+        self.pressed = []
+        observation, info = super().reset(seed=seed, options=options)
+        return observation, {**info, "memory": "Pressed: none."}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        self.pressed.append(action.removeprefix("press "))
+        return observation, reward, terminated, truncated, {**info, "memory": f"Pressed: {', '.join(self.pressed)}."}
+
+
+def test_the_memory_template_shows_the_envs_memory_before_the_observation_and_needs_one():
+    assert resolve_template("alfworld-memory").uses_memory and not resolve_template("alfworld-unlisted").uses_memory
+    env = make_llm_env(RememberingGuess(code_length=2, max_steps=10), template="alfworld-memory", require_think=False)
+    prompt, _ = env.reset(seed=0, options={"task_id": 5})
+    assert prompt.startswith(
+        "Task: open the chest by pressing green, blue in this order.\nPressed: none.\nObservation: "
+    )
+    assert "Actions:" not in prompt
+    prompt, *_ = env.step("<action>press green</action>")
+    assert "Action 1: 'press green']\nPressed: green.\nObservation: You press the green button." in prompt
+    custom = make_llm_env(RememberingGuess(), template="{memory} | {current_observation}", require_think=False)
+    assert custom.reset(seed=0)[0].startswith("Pressed: none. | ")
+    with pytest.raises(ValueError, match=r"shows \{memory\}, but .* gives no str info\['memory'\]"):
+        make_llm_env(TextGuessEnv(), template="alfworld-memory", require_think=False).reset(seed=0)
+
+
 def test_the_numbered_template_numbers_the_listed_actions_and_accepts_a_number_or_the_command():
     env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-numbered", require_think=False)
     prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue

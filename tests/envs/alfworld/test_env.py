@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -10,6 +11,7 @@ import pytest
 
 import envs  # noqa: F401  (registers ALFWorld-v0)
 from envs.alfworld.env import ALFWorldEnv, task_sentence
+from envs.alfworld.expert import natural_key
 from envs.alfworld.tasks import TASK_TYPES
 from envs.spaces import TextSpace
 
@@ -244,3 +246,84 @@ def test_step_before_reset_is_rejected(cache_dir):
     env = ALFWorldEnv(num_games=6, cache_dir=cache_dir)
     with pytest.raises(RuntimeError, match="call reset"):
         env.step("look")
+
+
+_SEEN_ENTRY = re.compile(r"([a-z]+ \d+) \(([^)]*)\)")
+
+
+def _memory(text: str) -> tuple[dict[str, list[str]], list[str]]:
+    """``info["memory"]`` read back: {receptacle: objects} seen, and the receptacles not yet seen."""
+    seen_line, unseen_line = text.split("\n")
+    assert seen_line.startswith("Seen: ") and unseen_line.startswith("Not yet seen: ")
+    seen = {
+        receptacle: [] if objects == "nothing" else objects.split(", ")
+        for receptacle, objects in _SEEN_ENTRY.findall(seen_line)
+    }
+    unseen = unseen_line.removeprefix("Not yet seen: ").rstrip(".")
+    return seen, [] if unseen == "nothing" else unseen.split(", ")
+
+
+def _listed(text: str) -> list[str]:
+    """The names of an observation's ``"you see a x 1, a y 2, and a z 3"`` list."""
+    return [] if text == "nothing" else [item.removeprefix("and ").removeprefix("a ") for item in text.split(", ")]
+
+
+def test_the_memory_holds_what_the_observations_showed(cache_dir):
+    env = ALFWorldEnv(split="train", num_games=6, cache_dir=cache_dir, expert="search", max_steps=30)
+    checked = {"shown": 0, "closed": 0, "taken": 0}
+    try:
+        for task_id in env.task_ids:
+            observation, info = env.reset(options={"task_id": task_id})
+            room = set(_listed(re.search(r"you see (.*?)\.\n", observation).group(1)))
+            assert _memory(info["memory"]) == ({}, sorted(room, key=natural_key))
+            previously_seen: dict[str, list[str]] = {}
+            done = False
+            while not done:
+                observation, _, terminated, truncated, info = env.step(info["expert_action"])
+                done = terminated or truncated
+                seen, unseen = _memory(info["memory"])
+                assert set(seen) | set(unseen) == room and not set(seen) & set(unseen)
+                assert list(seen)[: len(previously_seen)] == list(previously_seen)  # first-seen order
+                shown = re.search(
+                    r"(?:On the ([a-z]+ \d+)|The ([a-z]+ \d+) is open\. In it), you see (.*)\.$", observation
+                )
+                if shown:  # the receptacle the agent looks into now: exactly what the observation lists
+                    receptacle = shown.group(1) or shown.group(2)
+                    assert seen[receptacle] == sorted(_listed(shown.group(3)), key=natural_key)
+                    checked["shown"] += 1
+                closed = re.search(r"The ([a-z]+ \d+) is closed\.$", observation)
+                if closed and closed.group(1) not in previously_seen:
+                    assert closed.group(1) in unseen
+                    checked["closed"] += 1
+                taken = re.match(r"You pick up the ([a-z]+ \d+) from the ([a-z]+ \d+)\.$", observation)
+                if taken:
+                    assert taken.group(1) not in seen[taken.group(2)]
+                    assert set(seen[taken.group(2)]) == set(previously_seen[taken.group(2)]) - {taken.group(1)}
+                    checked["taken"] += 1
+                previously_seen = seen
+            assert info["won"], task_id
+    finally:
+        env.close()
+    assert min(checked.values()) >= 3, checked
+
+
+def test_the_stock_engine_keeps_the_same_memory(cache_dir):
+    fast, stock = (
+        ALFWorldEnv(
+            split="train", num_games=6, cache_dir=cache_dir, expert="search", task_types=["look"], fast_engine=f
+        )
+        for f in (True, False)
+    )
+    try:
+        _, info = fast.reset(seed=0)
+        _, stock_info = stock.reset(options={"task_id": info["task_id"]})
+        memories = [(info["memory"], stock_info["memory"])]
+        while not info["won"]:
+            action = info["expert_action"]
+            *_, info = fast.step(action)
+            *_, stock_info = stock.step(action)
+            memories.append((info["memory"], stock_info["memory"]))
+        assert all(a == b for a, b in memories) and len({a for a, _ in memories}) > 2
+    finally:
+        fast.close()
+        stock.close()
