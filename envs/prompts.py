@@ -35,7 +35,11 @@ listed command far more reliably than it names the right number, so the compact
 prompt answers with the command. :data:`ALFWORLD_UNLISTED` (``"alfworld-unlisted"``) is
 the compact prompt without the action list, for answers held to the admissible commands
 (``model_config["constrain_to_admissible"]``), which enforce the list token by token: the
-CPU default's prompt wherever its answers are held.
+CPU default's prompt wherever its answers are held. :data:`ALFWORLD_MEMORY`
+(``"alfworld-memory"``) adds the ``{memory}`` slot before the observation: what the agent has
+seen of the room this episode, as the env keeps it (``info["memory"]``;
+:class:`~envs.alfworld.memory.RoomMemory` for ALFWorld). Not the CPU default: after the same
+warm start SmolLM2-135M won fewer unseen games with it (``benchmarks/results/cpu_default.md``).
 """
 
 from __future__ import annotations

@@ -632,6 +632,21 @@ def test_llm_facing_envs_pass_gymnasiums_checker_and_rebuild_from_their_spec(env
     assert_follows_gymnasium(env)
 
 
+def test_alfworld_with_the_memory_template_shows_what_the_agent_has_seen(tmp_path) -> None:
+    env = make_llm_env(ALFWORLD_ID, template="alfworld-memory", require_think=False, num_games=1, cache_dir=tmp_path)
+    prompt, info = env.reset(seed=0)
+    assert (
+        info["memory"].startswith("Seen: nothing.\nNot yet seen: ") and f"\n{info['memory']}\nObservation: " in prompt
+    )
+    go = next(action for action in info["admissible_actions"] if action.startswith("go to "))
+    prompt, *_, info = env.step(respond(go))
+    seen, unseen = info["memory"].split("\n")
+    receptacle = go.removeprefix("go to ")
+    closed = f"The {receptacle} is closed." in info["observation"]
+    assert f"\n{info['memory']}\nObservation: " in prompt and (receptacle in unseen) == closed != (receptacle in seen)
+    assert_follows_gymnasium(env)
+
+
 def test_a_spec_with_a_custom_template_rebuilds_the_same_prompts() -> None:
     env = make_llm_env("tests.text_env:TextGuess-v0", template="alfworld-numbered")
     assert env.spec.to_json()  # plain settings: the spec serialises
@@ -803,7 +818,9 @@ def test_numbers_name_nothing_under_a_template_that_does_not_number():
     assert info["format_valid"] and not info["action_admissible"]
 
 
-@pytest.mark.parametrize("template", ["alfworld", "alfworld-compact", "alfworld-numbered", "alfworld-unlisted"])
+@pytest.mark.parametrize(
+    "template", ["alfworld", "alfworld-compact", "alfworld-numbered", "alfworld-unlisted", "alfworld-memory"]
+)
 @pytest.mark.parametrize("require_think", [True, False])
 def test_format_response_writes_what_the_parser_reads_back(template, require_think):
     prompt_template = resolve_template(template)
