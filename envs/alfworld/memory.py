@@ -1,4 +1,4 @@
-"""What the agent has seen of an ALFWorld room this episode, as one line of text per kind.
+"""What the agent has seen of an ALFWorld room this episode, as two lines of prompt text.
 
 A prompt that remembers one step forgets where the lamp was and which receptacles the
 search has already looked into; the searching expert (:class:`~envs.alfworld.expert.SearchingExpert`)
