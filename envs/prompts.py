@@ -47,6 +47,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 #: Names a template may use. ``admissible_actions`` (Figure 6) and
@@ -154,7 +155,7 @@ class PromptTemplate:
     hidden_actions: frozenset[str] = frozenset()
     action_list: str = "quoted"
 
-    @property
+    @cached_property
     def uses_memory(self) -> bool:
         """Whether the prompt shows the env's ``info["memory"]`` (the ``{memory}`` slot)."""
         return any("memory" in template_slots(text) for text in (self.first_step, self.with_history))
