@@ -303,8 +303,11 @@ def _compact(answer: str, action_list: str, observation: str = _COMPACT_OBSERVAT
     )
 
 
+#: The closing line of the compact prompts answered with the command.
+_ANSWER_WITH_COMMAND = "Answer with the best action as <action>action</action>."
+
 #: The CPU default's prompt (see the module docstring); not the paper's.
-ALFWORLD_COMPACT = _compact("Answer with the best action as <action>action</action>.", "lines")
+ALFWORLD_COMPACT = _compact(_ANSWER_WITH_COMMAND, "lines")
 #: The compact prompt with numbered actions, answered by number (measured against it).
 ALFWORLD_NUMBERED = _compact("Answer with the number of the best action as <action>number</action>.", "numbered")
 
@@ -312,14 +315,14 @@ ALFWORLD_NUMBERED = _compact("Answer with the number of the best action as <acti
 #: (``constrain_to_admissible``): the choice is enforced token by token, so the list is only
 #: prompt length (most of the compact prompt's tokens).
 ALFWORLD_UNLISTED = _compact(
-    "Answer with the best action as <action>action</action>.",
+    _ANSWER_WITH_COMMAND,
     "lines",
     observation="Observation: {current_observation}.\n",
 )
 #: The unlisted prompt with what the agent has seen of the room (``info["memory"]`` of
 #: :class:`~envs.alfworld.env.ALFWorldEnv`) before the observation.
 ALFWORLD_MEMORY = _compact(
-    "Answer with the best action as <action>action</action>.",
+    _ANSWER_WITH_COMMAND,
     "lines",
     observation="{memory}\nObservation: {current_observation}.\n",
 )
