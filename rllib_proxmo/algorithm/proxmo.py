@@ -3,7 +3,8 @@
 One training iteration (:meth:`ProxMO.training_step`):
 
 1. the driver draws ``tasks_per_iteration`` group requests (a reset seed each, and a
-   task id when ``task_ids`` is configured) from its own seeded RNG;
+   task id when ``task_ids`` is configured: uniformly, or by each task's chance of a
+   mixed group with ``task_sampling="informative"``) from its own seeded RNG;
 2. whole groups are spread over the healthy env runners, which play each task
    ``group_size`` times with batched generation (:class:`GroupedEnvRunner`); groups
    of a runner that crashed are retried once on the restored runners, then dropped
@@ -37,7 +38,9 @@ Metrics in each ``train()`` result:
   not recompute), ``turns_per_s`` (turns per second of sampling), and the time split ``time_*_s``
   (sampling = generation + env resets + env steps + prompt tokenisation,
   advantages, learning, weight sync, iteration)
-  with ``advantage_time_fraction`` = advantages / iteration.
+  with ``advantage_time_fraction`` = advantages / iteration; with ``task_sampling="informative"``
+  also ``expected_mixed_group_fraction`` (the drawn tasks' mean chance of a group holding a win
+  and a loss, :mod:`~rllib_proxmo.algorithm.task_sampling`) and ``tasks_played``.
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ from rllib_proxmo.advantages import AdvantageConfig
 from rllib_proxmo.algorithm.group_advantages import GroupAdvantages
 from rllib_proxmo.algorithm.sharded_learner_group import ShardedLearnerGroup
 from rllib_proxmo.algorithm.sharding import DEFAULT_SHARDING, SHARDINGS, group_episodes, shard_by_group
+from rllib_proxmo.algorithm.task_sampling import (
+    DEFAULT_TASK_SAMPLING,
+    TaskOutcomes,
+    sampling_problem,
+    uniform_tasks,
+)
 from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
 from rllib_proxmo.algorithm.torch.llm_rl_module import LLMRLModule
 from rllib_proxmo.algorithm.torch.model_loading import check_model_available
@@ -134,6 +143,12 @@ class RunnerError:
 TASK_TYPE_PREFIXES = ("success_rate/", "num_episodes/")
 ADVANTAGE_RESULTS = "advantages"
 SAMPLER_STATE = "proxmo_group_sampler"
+#: Key of the training tasks' recorded outcomes in the sampler state (``task_sampling="informative"``).
+TASK_OUTCOMES = "task_outcomes"
+#: ``proxmo`` result keys of ``task_sampling="informative"``: the drawn tasks' mean chance of a group
+#: holding a win and a loss, and how many listed tasks have been played so far.
+EXPECTED_MIXED_GROUPS = "expected_mixed_group_fraction"
+TASKS_PLAYED = "tasks_played"
 
 
 #: Values of ``old_logp_source`` (see :meth:`ProxMOConfig.training`).
@@ -157,6 +172,7 @@ class ProxMOConfig(AlgorithmConfig):
         self.group_size = 8
         self.tasks_per_iteration = 16
         self.task_ids: list[Any] | None = None
+        self.task_sampling = DEFAULT_TASK_SAMPLING
         self.max_turns: int | None = None
         self.sample_retries = 1
         self.llm_env_config: dict[str, Any] | None = {}
@@ -193,6 +209,7 @@ class ProxMOConfig(AlgorithmConfig):
         group_size: int = NotProvided,
         tasks_per_iteration: int = NotProvided,
         task_ids: Sequence[Any] | None = NotProvided,
+        task_sampling: str = NotProvided,
         alpha: float = NotProvided,
         beta: float = NotProvided,
         tau: float = NotProvided,
@@ -222,6 +239,11 @@ class ProxMOConfig(AlgorithmConfig):
             task_ids: Tasks to draw from (uniformly; an iteration's tasks are distinct while
                 ``tasks_per_iteration`` does not exceed their number); None lets each env
                 pick its task from the group's reset seed, so two groups may play one task.
+            task_sampling: How an iteration draws from ``task_ids``: "uniform", or
+                "informative" (each task weighted by the chance that a group of it holds a win
+                and a loss, from its recorded outcomes;
+                :mod:`~rllib_proxmo.algorithm.task_sampling`; needs distinct ``task_ids`` and
+                ``group_size`` >= 2).
             alpha, beta, tau, omega, psa_scope, gigpo_norm (and ``gamma``): the credit
                 assignment's hyperparameters, documented on
                 :class:`~rllib_proxmo.advantages.AdvantageConfig` (alpha: PSC
@@ -256,6 +278,7 @@ class ProxMOConfig(AlgorithmConfig):
             group_size=group_size,
             tasks_per_iteration=tasks_per_iteration,
             task_ids=task_ids,
+            task_sampling=task_sampling,
             alpha=alpha,
             beta=beta,
             tau=tau,
@@ -415,10 +438,28 @@ class ProxMOConfig(AlgorithmConfig):
             ("model_name_or_path" in self.model_config, "rl_module(model_config=...) must set model_name_or_path"),
             (self.sharding in SHARDINGS, f"sharding must be one of {list(SHARDINGS)}, got {self.sharding!r}"),
             *self._sharding_checks(),
+            *self._task_sampling_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 self._value_error(message)
+
+    def _task_sampling_checks(self) -> list[tuple[bool, str]]:
+        """``task_sampling`` is known; "informative" has distinct ``task_ids`` and groups of 2 or more."""
+        problem = sampling_problem(self.task_sampling, self.group_size)
+        if problem or self.task_sampling != "informative":
+            return [(problem is None, problem)]
+        try:
+            distinct = self.task_ids is not None and len(set(self.task_ids)) == len(self.task_ids)
+        except TypeError:  # unhashable ids
+            distinct = False
+        return [
+            (
+                distinct,
+                "task_sampling='informative' weights each task of task_ids by its recorded outcomes: set "
+                "training(task_ids=[...]) to distinct, hashable task ids (the main job lists its env's own)",
+            )
+        ]
 
     def _sharding_checks(self) -> list[tuple[bool, str]]:
         """Conditions of ``sharding="fsdp"`` (none for "ddp")."""
@@ -453,6 +494,8 @@ class ProxMO(Algorithm):
         self._advantages = GroupAdvantages(self.config.advantage_config)
         self._group_rng = np.random.default_rng(self.config.seed)
         self._groups_drawn = 0
+        informative = self.config.task_sampling == "informative"
+        self._task_outcomes = TaskOutcomes(self.config.task_ids) if informative else None
         # RLlib's build-time push of the weights is fire-and-forget; this one is checked.
         self._weights_id = new_weights_id()
         self.sync_env_runner_weights(self.env_runner_group)
@@ -505,22 +548,12 @@ class ProxMO(Algorithm):
         return restored
 
     # ------------------------------------------------------------ sampling
-    def _draw_groups(
-        self, rng: np.random.Generator, task_ids: Sequence[Any] | None, count: int, size: int, prefix: str
+    def _group_requests(
+        self, rng: np.random.Generator, tasks: Sequence[Any], size: int, prefix: str
     ) -> tuple[list[GroupRequest], int]:
-        """``count`` group requests and a base sampling seed, all drawn from ``rng``.
-
-        Tasks come from ``task_ids`` uniformly, distinct while ``count`` does not exceed their
-        number (with replacement beyond); with None every env picks its task from the group's seed.
-        """
+        """A group request of ``size`` rollouts per task (a reset seed each from ``rng``) and a base sampling seed."""
         requests = []
-        if task_ids is None:
-            picks: list[Any] = [None] * count
-        elif count <= len(task_ids):
-            picks = [task_ids[int(i)] for i in rng.choice(len(task_ids), size=count, replace=False)]
-        else:
-            picks = [task_ids[int(i)] for i in rng.integers(len(task_ids), size=count)]
-        for task_id in picks:
+        for task_id in tasks:
             seed = int(rng.integers(2**31 - 1))
             requests.append(GroupRequest(f"{prefix}{self._groups_drawn}", seed, size, task_id))
             self._groups_drawn += 1
@@ -614,14 +647,23 @@ class ProxMO(Algorithm):
     def training_step(self) -> None:
         config = self.config
         start = time.perf_counter()
-        groups, seed = self._draw_groups(
-            self._group_rng, config.task_ids, config.tasks_per_iteration, config.group_size, "train-"
-        )
+        draw_stats: dict[str, float] = {}
+        if self._task_outcomes is None:
+            tasks = uniform_tasks(self._group_rng, config.task_ids, config.tasks_per_iteration)
+        else:
+            tasks, draw_stats[EXPECTED_MIXED_GROUPS] = self._task_outcomes.draw(
+                self._group_rng, config.tasks_per_iteration, config.group_size
+            )
+        groups, seed = self._group_requests(self._group_rng, tasks, config.group_size, "train-")
         t0 = time.perf_counter()
         episodes, stats = self._sample_complete_groups(self.env_runner_group, groups, True, seed)
         sampling_s = time.perf_counter() - t0
         if not episodes:
             raise RuntimeError(f"all {len(groups)} task groups were lost: no env runner delivered episodes")
+        if self._task_outcomes is not None:
+            task_of = {group.group_id: group.task_id for group in groups}
+            self._task_outcomes.record((task_of[episode.group_id], episode.won) for episode in episodes)
+            draw_stats[TASKS_PLAYED] = float(np.count_nonzero(self._task_outcomes.plays))
         t0 = time.perf_counter()
         diagnostics = self._advantages.annotate(episodes)
         advantage_s = time.perf_counter() - t0
@@ -691,6 +733,7 @@ class ProxMO(Algorithm):
                 "time_weight_sync_s": sync_s,
                 "time_iteration_s": iteration_s,
                 "advantage_time_fraction": advantage_s / iteration_s,
+                **draw_stats,
             },
             key=PROXMO_RESULTS,
             window=1,
@@ -719,13 +762,9 @@ class ProxMO(Algorithm):
         runner_group = self.eval_env_runner_group or self.env_runner_group
         if self.eval_env_runner_group is not None:
             self.sync_env_runner_weights(self.eval_env_runner_group)
-        groups, seed = self._draw_groups(
-            np.random.default_rng([config.seed or 0, 1]),
-            self.evaluation_config.task_ids,
-            config.evaluation_num_tasks,
-            config.evaluation_group_size,
-            "eval-",
-        )
+        rng = np.random.default_rng([config.seed or 0, 1])
+        tasks = uniform_tasks(rng, self.evaluation_config.task_ids, config.evaluation_num_tasks)
+        groups, seed = self._group_requests(rng, tasks, config.evaluation_group_size, "eval-")
         episodes, stats = self._sample_complete_groups(runner_group, groups, False, seed)
         return {
             ENV_RUNNER_RESULTS: {
@@ -742,6 +781,8 @@ class ProxMO(Algorithm):
             "rng": self._group_rng.bit_generator.state,
             "groups_drawn": self._groups_drawn,
         }
+        if self._task_outcomes is not None:
+            state[SAMPLER_STATE][TASK_OUTCOMES] = self._task_outcomes.state()
         return state
 
     def set_state(self, state: dict) -> None:
@@ -749,6 +790,8 @@ class ProxMO(Algorithm):
         if SAMPLER_STATE in state:
             self._group_rng.bit_generator.state = state[SAMPLER_STATE]["rng"]
             self._groups_drawn = state[SAMPLER_STATE]["groups_drawn"]
+            if self._task_outcomes is not None and TASK_OUTCOMES in state[SAMPLER_STATE]:
+                self._task_outcomes.load_state(state[SAMPLER_STATE][TASK_OUTCOMES])
         if COMPONENT_LEARNER_GROUP in state:
             self._weights_id = new_weights_id()
             self.sync_env_runner_weights(self.env_runner_group)

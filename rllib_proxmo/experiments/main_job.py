@@ -82,6 +82,7 @@ from typing import Any
 
 from envs import ALFWORLD
 from rllib_proxmo.algorithm.sharding import DEFAULT_SHARDING
+from rllib_proxmo.algorithm.task_sampling import DEFAULT_TASK_SAMPLING, TASK_SAMPLINGS
 from rllib_proxmo.experiments.cli import (
     add_advantage_arguments,
     add_engine_argument,
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_advantage_arguments(algo)
     algo.add_argument("--tasks", type=positive_int, default=CPU.tasks_per_iteration, help="task groups per iteration")
     algo.add_argument("--group-size", type=positive_int, default=CPU.group_size, help="rollouts per task")
+    algo.add_argument(
+        "--task-sampling",
+        choices=TASK_SAMPLINGS,
+        default=DEFAULT_TASK_SAMPLING,
+        help=f"how an iteration draws its training games (default {DEFAULT_TASK_SAMPLING}; informative: weighted "
+        "by each game's chance of a group with a win and a loss, from its outcomes so far)",
+    )
     algo.add_argument(
         "--max-turns", type=positive_int, default=CPU.max_turns, help="turns per episode before truncation"
     )
@@ -356,6 +364,7 @@ def build_config(args: argparse.Namespace) -> Any:
         **advantage_settings(args),
         group_size=args.group_size,
         tasks_per_iteration=args.tasks,
+        task_sampling=args.task_sampling,
         max_turns=args.max_turns,
         minibatch_size=args.minibatch_size,
         micro_batch_size=args.micro_batch_size,

@@ -7,7 +7,7 @@ command lines turn it into argparse's usage error (exit status 2). Every check i
 is refused in about a second:
 
 - the credit-assignment flags, one :class:`~rllib_proxmo.advantages.AdvantageConfig`
-  field at a time (then together);
+  field at a time (then together), and ``--task-sampling`` with ``--group-size``;
 - ``--env``: a registered Gymnasium id, or ``module:Id`` whose module imports and
   registers ``Id``; ``--env-config``: keys the env's constructor takes (checked against
   its signature, read from the entry point's source when it tells, so that ALFWorld's
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from rllib_proxmo.advantages import ESTIMATORS, AdvantageConfig
+from rllib_proxmo.algorithm.task_sampling import sampling_problem
 
 #: Seconds to wait for a gRPC server at ``--address`` before refusing it.
 ADDRESS_PROBE_TIMEOUT_S = 2.0
@@ -292,6 +293,9 @@ def validate_args(args: argparse.Namespace, env_configs: Iterable[Mapping[str, A
 
     # Cheapest first: the env check imports the env's module.
     check_advantage_settings(advantage_settings(args))
+    problem = sampling_problem(args.task_sampling, args.group_size)
+    if problem:
+        raise ValueError(f"--task-sampling: {problem}")
     try:
         check_llm_env_settings(args.llm_env_config)
     except ValueError as error:

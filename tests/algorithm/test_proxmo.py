@@ -29,7 +29,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envs.llm_wrappers import make_llm_env
 from rllib_proxmo.advantages import compute_advantages
-from rllib_proxmo.algorithm.proxmo import ProxMO, ProxMOConfig
+from rllib_proxmo.algorithm.proxmo import (
+    EXPECTED_MIXED_GROUPS,
+    SAMPLER_STATE,
+    TASK_OUTCOMES,
+    TASKS_PLAYED,
+    ProxMO,
+    ProxMOConfig,
+)
 from rllib_proxmo.analysis.rollout_files import load_rollouts
 from rllib_proxmo.export import main as export_main
 from rllib_proxmo.rollout.env_runner import GroupedEnvRunner
@@ -213,19 +220,30 @@ def _learner_weights(algo: Algorithm) -> dict[str, torch.Tensor]:
     ]
 
 
-@pytest.mark.parametrize("num_env_runners", [0, 1])
-def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_path, num_env_runners):
+@pytest.mark.parametrize(("num_env_runners", "task_sampling"), [(0, "uniform"), (1, "informative")])
+def test_checkpoint_resume_continues_identically(model_dir, ray_session, tmp_path, num_env_runners, task_sampling):
     # RLlib's restore push meets its build-time push still in flight on a busy runner.
-    config = _config(model_dir).env_runners(num_env_runners=num_env_runners, env_runner_cls=SlowFirstSetStateRunner)
+    config = _config(model_dir, task_sampling=task_sampling, task_ids=[0, 1, 2, 3]).env_runners(
+        num_env_runners=num_env_runners, env_runner_cls=SlowFirstSetStateRunner
+    )
     algo = config.build_algo()
-    algo.train()
+    first = algo.train()
     checkpoint = algo.save(str(tmp_path / "ckpt")).checkpoint.path
+    sampler = algo.get_state(components=[])[SAMPLER_STATE]
     continued = [algo.train() for _ in range(2)]
     weights = _learner_weights(algo)
     algo.stop()
+    if task_sampling == "informative":
+        # Two tasks of four played 4 times each: their outcomes are kept and weight the next draws.
+        assert sum(sampler[TASK_OUTCOMES]["plays"]) == 8 and first["proxmo"][TASKS_PLAYED] == 2
+        assert 0 < first["proxmo"][EXPECTED_MIXED_GROUPS] < 1
+        assert continued[-1]["proxmo"][TASKS_PLAYED] >= 2
+    else:
+        assert TASK_OUTCOMES not in sampler and TASKS_PLAYED not in first["proxmo"]
 
     restored = Algorithm.from_checkpoint(checkpoint)
     assert restored.training_iteration == 1
+    assert restored.get_state(components=[])[SAMPLER_STATE] == sampler
     learner = _learner_weights(restored)
     for runner in _runner_weights(restored):
         for name, value in learner.items():
@@ -346,6 +364,14 @@ def test_lora_run_updates_only_the_adapter_on_env_runners(model_dir, ray_session
 
 def test_config_rejects_bad_settings(model_dir):
     assert get_trainable_cls("ProxMO") is ProxMO
+    with pytest.raises(ValueError, match="task_sampling must be one of"):
+        _config(model_dir, task_sampling="hard").validate()
+    with pytest.raises(ValueError, match="distinct, hashable task ids"):
+        _config(model_dir, task_sampling="informative").validate()
+    with pytest.raises(ValueError, match="distinct, hashable task ids"):
+        _config(model_dir, task_sampling="informative", task_ids=[0, 1, 0]).validate()
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        _config(model_dir, task_sampling="informative", task_ids=[0, 1], group_size=1).validate()
     with pytest.raises(ValueError, match="estimator"):
         _config(model_dir, estimator="ppo").validate()
     with pytest.raises(ValueError, match="tasks_per_iteration"):
@@ -413,20 +439,13 @@ def test_a_remote_runner_that_cannot_build_its_module_raises_the_original_error(
         _config(str(broken)).env_runners(num_env_runners=1).build_algo()
 
 
-def test_an_iterations_tasks_are_distinct_while_there_are_enough():
-    draws = types.SimpleNamespace(_groups_drawn=0)  # the only state _draw_groups keeps
+def test_group_requests_number_the_groups_of_the_run():
+    draws = types.SimpleNamespace(_groups_drawn=0)  # the only state _group_requests keeps
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        groups, _ = ProxMO._draw_groups(draws, rng, ["a", "b", "c", "d"], 4, 3, "train-")
-        assert sorted(g.task_id for g in groups) == ["a", "b", "c", "d"] and {g.size for g in groups} == {3}
-        groups, _ = ProxMO._draw_groups(draws, rng, ["a", "b", "c", "d"], 3, 3, "train-")
-        assert len({g.task_id for g in groups}) == 3
-    # More groups than tasks: drawn with replacement; no list: every env picks from its seed.
-    groups, _ = ProxMO._draw_groups(draws, rng, ["a", "b"], 5, 1, "train-")
-    assert len(groups) == 5 and {g.task_id for g in groups} <= {"a", "b"}
-    groups, _ = ProxMO._draw_groups(draws, rng, None, 2, 1, "eval-")
-    assert [g.task_id for g in groups] == [None, None] and len({g.group_id for g in groups}) == 2
-    assert draws._groups_drawn == 20 * 7 + 7
+    groups, _ = ProxMO._group_requests(draws, rng, ["a", "b", "a"], 3, "train-")
+    assert [g.task_id for g in groups] == ["a", "b", "a"] and {g.size for g in groups} == {3}
+    groups, _ = ProxMO._group_requests(draws, rng, [None, None], 1, "eval-")
+    assert [g.group_id for g in groups] == ["eval-3", "eval-4"] and draws._groups_drawn == 5
 
 
 class _TypedTextGuess(TextGuessEnv):

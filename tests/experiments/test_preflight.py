@@ -78,6 +78,8 @@ MAIN_CASES = [
     (["--gamma", "2"], "--gamma: gamma must be in [0, 1]"),
     (["--estimator", "proxmo_official", "--beta", "0.3"], "credit-assignment flags: proxmo_official uses"),
     (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+    (["--task-sampling", "informative", "--group-size", "1"], "--task-sampling: task_sampling='informative' draws"),
+    (["--task-sampling", "hard"], "argument --task-sampling: invalid choice: 'hard'"),
     (["--env", "NoSuch-v0"], "--env 'NoSuch-v0' is not a registered Gymnasium id"),
     (["--env", "nosuchmodule:Id"], "--env 'nosuchmodule:Id': cannot import module 'nosuchmodule'"),
     (["--env", "tests.text_env:NoSuch-v0"], "--env 'tests.text_env:NoSuch-v0' is not a registered Gymnasium id"),
