@@ -121,6 +121,14 @@ def test_training_draws_from_the_tasks_the_env_lists():
     register_env("UnlistedTextGuess", lambda env_config: _UnlistedTextGuess(**env_config))
     unlisted = build_config(parse_args(["--env", "tests.text_env:TextGuess-v0"])).environment("UnlistedTextGuess")
     assert draw_from_listed_tasks(unlisted).task_ids is None
+    # Weighted draws need the list: the env's own validates, an env without one is refused by name.
+    informative = ["--env", "tests.text_env:TextGuess-v0", "--task-sampling", "informative"]
+    listed = draw_from_listed_tasks(build_config(parse_args(informative)))
+    listed.validate()
+    assert listed.task_sampling == "informative"
+    unlisted = draw_from_listed_tasks(build_config(parse_args(informative)).environment("UnlistedTextGuess"))
+    with pytest.raises(ValueError, match="distinct, hashable task ids"):
+        unlisted.validate()
 
 
 def test_scale_options_and_the_cluster_address(monkeypatch):
