@@ -236,8 +236,8 @@ class ProxMOConfig(AlgorithmConfig):
                 "proxmo_official", "grpo_official", "gigpo_official".
             group_size: Rollouts per task (N).
             tasks_per_iteration: Task groups per iteration.
-            task_ids: Tasks to draw from (uniformly; an iteration's tasks are distinct while
-                ``tasks_per_iteration`` does not exceed their number); None lets each env
+            task_ids: Tasks to draw from (as ``task_sampling`` says; an iteration's tasks are
+                distinct while ``tasks_per_iteration`` does not exceed their number); None lets each env
                 pick its task from the group's reset seed, so two groups may play one task.
             task_sampling: How an iteration draws from ``task_ids``: "uniform", or
                 "informative" (each task weighted by the chance that a group of it holds a win
