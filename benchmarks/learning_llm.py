@@ -111,12 +111,14 @@ def train_and_evaluate(algo: Any, iterations: int, label: str) -> tuple[list[dic
     """Train ``algo`` for ``iterations`` iterations; return the history rows and the final unseen evaluation.
 
     Each row is the main job's (:func:`~rllib_proxmo.experiments.tables.history_row`: held-out
-    figures where the iteration evaluated) with the iteration's :data:`ZERO_STD_GROUPS`. The final
+    figures where the iteration evaluated) with the iteration's :data:`ZERO_STD_GROUPS` and, when the
+    run draws its tasks by their outcomes (``-- --task-sampling informative``), the drawn tasks'
+    expected fraction of mixed groups and the number of tasks played so far. The final
     evaluation is the last iteration's when it ran one, else one :meth:`evaluate` call whose
     held-out figures the last row then gets. Prints the main job's progress line per iteration and
     the success of the evaluation it ran after the last iteration, after ``label``.
     """
-    from rllib_proxmo.algorithm.proxmo import ADVANTAGE_RESULTS, PROXMO_RESULTS
+    from rllib_proxmo.algorithm.proxmo import ADVANTAGE_RESULTS, EXPECTED_MIXED_GROUPS, PROXMO_RESULTS, TASKS_PLAYED
     from rllib_proxmo.experiments.main_job import progress_line
     from rllib_proxmo.experiments.tables import history_row
 
@@ -126,6 +128,13 @@ def train_and_evaluate(algo: Any, iterations: int, label: str) -> tuple[list[dic
         result = algo.train()
         row = history_row(iteration, result)
         row[ZERO_STD_GROUPS] = float(result[PROXMO_RESULTS][ADVANTAGE_RESULTS][ZERO_STD_GROUPS])
+        row.update(
+            {
+                key: float(result[PROXMO_RESULTS][key])
+                for key in (EXPECTED_MIXED_GROUPS, TASKS_PLAYED)
+                if key in result[PROXMO_RESULTS]
+            }
+        )
         history.append(row)
         eta_s = (iterations - iteration) * (time.perf_counter() - start) / iteration
         print(f"{label}: {progress_line(iteration, iterations, row, eta_s=eta_s, split='unseen')}", flush=True)
@@ -260,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     try:
         start_args = main_job.parse_args([*common, "--model", warm["dir"], "--sft-episodes", "0"])
-        algo = main_job.build_config(start_args).build_algo()
+        algo = main_job.draw_from_listed_tasks(main_job.build_config(start_args)).build_algo()
         try:
             warm["evaluation"] = algo.evaluate()["env_runners"]
         finally:

@@ -445,7 +445,13 @@ class ProxMOConfig(AlgorithmConfig):
                 self._value_error(message)
 
     def _task_sampling_checks(self) -> list[tuple[bool, str]]:
-        """``task_sampling`` is known; "informative" has distinct ``task_ids`` and groups of 2 or more."""
+        """``task_sampling`` is known; "informative" has distinct ``task_ids`` and groups of 2 or more.
+
+        Not checked on the evaluation config: :meth:`ProxMO.evaluate` draws its tasks uniformly, from
+        its own ``task_ids`` or from each group's seed.
+        """
+        if self.in_evaluation:
+            return []
         problem = sampling_problem(self.task_sampling, self.group_size)
         if problem or self.task_sampling != "informative":
             return [(problem is None, problem)]

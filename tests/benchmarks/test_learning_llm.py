@@ -10,6 +10,7 @@ from matplotlib.image import imread
 
 from benchmarks import learning_llm
 from benchmarks.learning_llm import ZERO_STD_GROUPS
+from rllib_proxmo.algorithm.proxmo import EXPECTED_MIXED_GROUPS, TASKS_PLAYED
 from rllib_proxmo.experiments.plots import plot_success_bands
 from rllib_proxmo.experiments.tables import EVAL_EPISODES, EVAL_HIGH, EVAL_LOW, EVAL_SUCCESS, held_out_figures
 from rllib_proxmo.testing import build_tiny_chat_model
@@ -26,7 +27,7 @@ def test_learning_benchmark_trains_every_estimator_and_seed_from_one_warm_start(
     out = tmp_path / "bench"
     tiny_job = ["--env", "tests.text_env:TextGuess-v0", "--model", model, "--trainable-layers", "1"]
     tiny_job += ["--sft-episodes", "2", "--sft-epochs", "1", "--max-new-tokens", "6", "--eval-tasks", "2"]
-    tiny_job += ["--tasks", "1", "--group-size", "2", "--max-turns", "2"]
+    tiny_job += ["--tasks", "1", "--group-size", "2", "--max-turns", "2", "--task-sampling", "informative"]
     summary = learning_llm.main(
         ["--estimators", "proxmo", "grpo", "--seeds", "0", "--stop-iters", "1", "--out", str(out), "--", *tiny_job]
     )
@@ -34,7 +35,8 @@ def test_learning_benchmark_trains_every_estimator_and_seed_from_one_warm_start(
     saved = json.loads((out / "learning_llm.json").read_text())
     assert saved["warm_start"]["source"] == "fine-tuned" and saved["warm_start"]["seconds"] > 0
     grpo = saved["estimators"]["grpo"]
-    assert grpo["runs"]["0"]["history"][0]["iteration"] == 1.0
+    (row,) = grpo["runs"]["0"]["history"]
+    assert row["iteration"] == 1.0 and 0 < row[EXPECTED_MIXED_GROUPS] < 1 and row[TASKS_PLAYED] == 1
     # --eval-every is the main job's 5: the one iteration did not evaluate, the final evaluation did.
     assert [point["iteration"] for point in grpo["unseen"]] == [0, 1]
     assert EVAL_SUCCESS in grpo["runs"]["0"]["history"][-1]
@@ -70,7 +72,7 @@ def test_a_run_evaluates_once_after_its_last_iteration(capsys):
     history, evaluation = learning_llm.train_and_evaluate(algo, 3, "proxmo seed 0")
     assert algo.evaluations == 1 and evaluation["success_rate"] == 0.75
     assert [row.get(EVAL_SUCCESS) for row in history] == [None, 0.5, 0.75]
-    assert all(row[ZERO_STD_GROUPS] == 0.25 for row in history)
+    assert all(row[ZERO_STD_GROUPS] == 0.25 and EXPECTED_MIXED_GROUPS not in row for row in history)
     printed = capsys.readouterr().out
     assert "proxmo seed 0: iter 2/3 | success 0.20 | unseen 0.50" in printed
     assert printed.endswith("proxmo seed 0: unseen 0.75 after iteration 3\n")

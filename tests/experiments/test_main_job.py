@@ -125,6 +125,7 @@ def test_training_draws_from_the_tasks_the_env_lists():
     informative = ["--env", "tests.text_env:TextGuess-v0", "--task-sampling", "informative"]
     listed = draw_from_listed_tasks(build_config(parse_args(informative)))
     listed.validate()
+    listed.get_evaluation_config_object().validate()  # its own tasks, drawn uniformly by evaluate()
     assert listed.task_sampling == "informative"
     unlisted = draw_from_listed_tasks(build_config(parse_args(informative)).environment("UnlistedTextGuess"))
     with pytest.raises(ValueError, match="distinct, hashable task ids"):
