@@ -20,14 +20,14 @@ it came from and its seconds; the wall time of every run and in total) and ``lea
 rewritten after every run.
 
 The main job's defaults are the transfer setting (48 generated games per split, a warm start on 64
-searching-expert episodes, 3 tasks x 4 rollouts per iteration, 10 turns, 48 unseen episodes per
-evaluation, every 5 iterations). On 2 cores a run of 8 iterations and one unseen evaluation takes
-about 23 minutes (iterations of about 115 s), the warm start about 15 and its evaluation 5: the
-defaults (proxmo, grpo and gigpo, seeds 0 and 1) with ``--stop-iters 8 --eval-every 8`` take about
-2.6 hours, or 2.3 reusing the main job's warm start (``benchmarks/results/cpu_default.md``)::
+searching-expert episodes, held answers and the unlisted prompt, 3 tasks x 4 rollouts per iteration,
+10 turns, 10 iterations, 48 unseen episodes per evaluation, every 5 iterations). On an idle 2-core
+Intel Xeon (session 13) a run of the 10 iterations and its two evaluations took 16-18 minutes
+(iterations of about 60 s), the warm start's evaluation 3-4 minutes: the defaults (proxmo, grpo and gigpo,
+seeds 0 and 1) took 108 minutes reusing the main job's warm start (``benchmarks/results/cpu_default.md``)::
 
-    python benchmarks/learning_llm.py --warm-start results/<run>/warm_start --stop-iters 10 \\
-        --out benchmarks/results/learning_llm_transfer
+    python benchmarks/learning_llm.py --warm-start results/<run>/warm_start \\
+        --out benchmarks/results/learning_llm_held
 
 Every flag the main job takes can follow ``--`` (e.g. ``-- --tasks 4 --group-size 8``); with
 ``--warm-start``, give those of the main job that wrote it (the env, the games, the model's layers).
