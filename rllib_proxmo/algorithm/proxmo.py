@@ -87,6 +87,7 @@ from rllib_proxmo.algorithm.task_sampling import (
     DEFAULT_TASK_SAMPLING,
     TaskOutcomes,
     sampling_problem,
+    task_ids_problem,
     uniform_tasks,
 )
 from rllib_proxmo.algorithm.token_batch import TokenTrainBatch
@@ -453,19 +454,9 @@ class ProxMOConfig(AlgorithmConfig):
         if self.in_evaluation:
             return []
         problem = sampling_problem(self.task_sampling, self.group_size)
-        if problem or self.task_sampling != "informative":
-            return [(problem is None, problem)]
-        try:
-            distinct = self.task_ids is not None and len(set(self.task_ids)) == len(self.task_ids)
-        except TypeError:  # unhashable ids
-            distinct = False
-        return [
-            (
-                distinct,
-                "task_sampling='informative' weights each task of task_ids by its recorded outcomes: set "
-                "training(task_ids=[...]) to distinct, hashable task ids (the main job lists its env's own)",
-            )
-        ]
+        if problem is None and self.task_sampling == "informative":
+            problem = task_ids_problem(self.task_ids)
+        return [(problem is None, problem)]
 
     def _sharding_checks(self) -> list[tuple[bool, str]]:
         """Conditions of ``sharding="fsdp"`` (none for "ddp")."""

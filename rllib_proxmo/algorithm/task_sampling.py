@@ -37,6 +37,20 @@ def sampling_problem(task_sampling: str, group_size: int) -> str | None:
     return None
 
 
+def task_ids_problem(task_ids: Sequence[Any] | None) -> str | None:
+    """Why ``task_ids`` cannot be weighted by their outcomes (none listed, repeated or unhashable ids), or None."""
+    try:
+        distinct = task_ids is not None and len(set(task_ids)) == len(task_ids)
+    except TypeError:  # unhashable ids
+        distinct = False
+    if distinct:
+        return None
+    return (
+        "task_sampling='informative' weights each task of task_ids by its recorded outcomes: set "
+        "training(task_ids=[...]) to distinct, hashable task ids (the main job lists its env's own)"
+    )
+
+
 def mixed_group_probability(wins: np.ndarray, plays: np.ndarray, group_size: int) -> np.ndarray:
     """Chance that ``group_size`` rollouts of each task hold a win and a loss, under its Beta posterior.
 
@@ -69,10 +83,11 @@ class TaskOutcomes:
     """
 
     def __init__(self, task_ids: Sequence[Hashable]) -> None:
+        problem = task_ids_problem(task_ids)
+        if problem:
+            raise ValueError(problem)
         self.task_ids = list(task_ids)
         self._slot = {task: i for i, task in enumerate(self.task_ids)}
-        if len(self._slot) != len(self.task_ids):
-            raise ValueError("task_ids must be distinct to weight their draw by their outcomes")
         self.wins = np.zeros(len(self.task_ids), dtype=np.int64)
         self.plays = np.zeros(len(self.task_ids), dtype=np.int64)
 
