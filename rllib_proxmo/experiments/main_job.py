@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--sft-epochs", type=positive_int, default=CPU.warm_up_epochs, help="passes over them")
     warm.add_argument("--sft-lr", type=positive_float, default=CPU.warm_up_lr, help="warm-start learning rate")
     warm.add_argument(
+        "--sft-max-turns",
+        type=positive_int,
+        default=CPU.warm_up_max_turns,
+        help="turn limit of a demonstration episode, above --max-turns so that every demonstration reaches "
+        f"the end of its task (default {CPU.warm_up_max_turns})",
+    )
+    warm.add_argument(
         "--sft-relabel-rounds",
         type=non_negative_int,
         default=CPU.warm_up_relabel_rounds,
@@ -498,6 +505,7 @@ def warm_start_model(
         directory or output / "warm_start",
         num_episodes=args.sft_episodes,
         settings=FineTuneSettings(lr=args.sft_lr, epochs=args.sft_epochs, seed=args.seed),
+        demonstration_max_turns=args.sft_max_turns,
         relabel_rounds=args.sft_relabel_rounds,
         relabel_epochs=args.sft_relabel_epochs,
         expert_env_config=EXPERT_ENV_CONFIGS.get(args.env),

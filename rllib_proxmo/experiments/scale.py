@@ -58,6 +58,7 @@ class Scale:
         warm_up_episodes: Expert episodes of the supervised warm start before RL (0: none).
         warm_up_epochs: Passes of the warm start over its demonstrations.
         warm_up_lr: Learning rate of the warm start.
+        warm_up_max_turns: Turn limit of a demonstration episode (None: :attr:`max_turns`).
         warm_up_relabel_rounds: Rounds of on-policy relabelling (DAgger) in the warm start.
         warm_up_relabel_epochs: Passes over all turns after each relabelling round.
     """
@@ -88,6 +89,7 @@ class Scale:
     warm_up_episodes: int
     warm_up_epochs: int
     warm_up_lr: float
+    warm_up_max_turns: int | None
     warm_up_relabel_rounds: int
     warm_up_relabel_epochs: int
 
@@ -151,6 +153,7 @@ PAPER = Scale(
     warm_up_episodes=0,
     warm_up_epochs=2,
     warm_up_lr=1e-5,
+    warm_up_max_turns=None,
     warm_up_relabel_rounds=0,
     warm_up_relabel_epochs=2,
 )
@@ -191,6 +194,9 @@ CPU = Scale(
     warm_up_episodes=64,
     warm_up_epochs=4,
     warm_up_lr=5e-4,
+    # Every demonstration played to the end of its task, past the 10 turns of an RL episode: cut at 10,
+    # half of them stopped before the take, put or use that finishes it (docs/design.md, CPU default).
+    warm_up_max_turns=30,
     warm_up_relabel_rounds=0,
     warm_up_relabel_epochs=2,
 )

@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds of on-policy relabelling (the policy plays, the expert labels its states)",
     )
     parser.add_argument("--relabel-epochs", type=positive_int, default=CPU.warm_up_relabel_epochs)
-    parser.add_argument("--max-turns", type=positive_int, default=CPU.max_turns, help="turns per demonstration")
+    parser.add_argument(
+        "--max-turns",
+        type=positive_int,
+        default=CPU.warm_up_max_turns,
+        help=f"turn limit of a demonstration episode (default {CPU.warm_up_max_turns}); relabelling rounds play "
+        f"the RL episodes' {CPU.max_turns}",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the run, >= 0 (default 0)")
     add_tracking_arguments(parser, experiment_name="rllib-proxmo-sft")
     return parser
@@ -58,11 +64,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "num_games",
         "model",
         "trainable_layers",
-        "max_turns",
         "seed",
     ):
         setattr(job, name, getattr(args, name))
     job.sft_episodes, job.sft_epochs, job.sft_lr = args.episodes, args.epochs, args.lr
+    job.sft_max_turns = args.max_turns
     job.sft_relabel_rounds, job.sft_relabel_epochs = args.relabel_rounds, args.relabel_epochs
     config = main_job.build_config(job)
     tracker = None

@@ -60,6 +60,7 @@ def warm_start(
     num_episodes: int,
     settings: FineTuneSettings,
     detour_prob: float = 0.2,
+    demonstration_max_turns: int | None = None,
     relabel_rounds: int = 0,
     relabel_episodes: int | None = None,
     relabel_epochs: int | None = None,
@@ -76,6 +77,9 @@ def warm_start(
         num_episodes: Demonstration episodes, cycling over the training tasks.
         settings: Optimisation settings.
         detour_prob: Chance that a demonstration step executes a random action.
+        demonstration_max_turns: Turn limit of an expert demonstration (None: ``config.max_turns``,
+            the RL episodes' limit). A higher limit lets every demonstration reach the end of its
+            task, where RL episodes of the expert's length would be cut off before it.
         relabel_rounds: Rounds of on-policy relabelling after the first fine-tuning, each
             followed by ``relabel_epochs`` more passes over every turn collected so far.
         relabel_episodes: Episodes the policy plays per round (None: ``num_episodes``).
@@ -86,11 +90,13 @@ def warm_start(
         on_epoch: Called with each epoch's figures (e.g. to track them).
 
     Raises:
-        ValueError: for ``relabel_rounds < 0``, ``relabel_episodes < 1`` or ``relabel_epochs < 1``,
-            before any work.
+        ValueError: for ``demonstration_max_turns < 1``, ``relabel_rounds < 0``, ``relabel_episodes < 1``
+            or ``relabel_epochs < 1``, before any work.
     """
     import time
 
+    if demonstration_max_turns is not None and demonstration_max_turns < 1:
+        raise ValueError(f"demonstration_max_turns must be >= 1, got {demonstration_max_turns}")
     if relabel_rounds < 0:
         raise ValueError(f"relabel_rounds must be >= 0, got {relabel_rounds}")
     per_round = num_episodes if relabel_episodes is None else relabel_episodes
@@ -114,7 +120,7 @@ def warm_start(
             task_ids=task_ids,
             detour_prob=detour_prob,
             seed=settings.seed,
-            max_turns=config.max_turns,
+            max_turns=config.max_turns if demonstration_max_turns is None else demonstration_max_turns,
         )
     finally:
         env.close()
@@ -173,6 +179,7 @@ def warm_start(
         "base_model": config.model_config["model_name_or_path"],
         "settings": asdict(settings),
         "detour_prob": detour_prob,
+        "demonstration_max_turns": demonstration_max_turns,
         "relabel_rounds": relabel_rounds,
         "relabel_episodes": per_round,
         "relabel_epochs": round_settings.epochs,

@@ -78,6 +78,8 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     assert (args.tasks, args.group_size, args.max_turns, args.max_new_tokens) == (3, 4, 10, 24)
     assert (args.num_games, args.eval_tasks, args.sft_episodes, args.sft_epochs) == (48, 48, 64, 4)
     assert (args.sft_episodes, args.trainable_layers, args.lr) == (CPU.warm_up_episodes, 4, CPU.lr)
+    # Demonstrations play on past an RL episode's 10 turns, to the end of their task.
+    assert args.sft_max_turns == CPU.warm_up_max_turns == 30
     config = build_config(args)
     # Answers held to the admissible commands, so the prompt lists none.
     assert config.llm_env_config == {"template": "alfworld-unlisted", "history_length": 1, "require_think": False}
@@ -430,7 +432,7 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "MLFLOW_TRACKING_URI", PROGRESS_BARS}}
     job = subprocess.run(
         [sys.executable, "-m", "rllib_proxmo.train", *TINY_RUN, "--model", tiny_model, "--output", str(output)]
-        + ["--tracking-uri", uri, "--sft-relabel-rounds", "1", "--sft-relabel-epochs", "1"],
+        + ["--tracking-uri", uri, "--sft-relabel-rounds", "1", "--sft-relabel-epochs", "1", "--sft-max-turns", "7"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -449,6 +451,7 @@ def test_tiny_run_writes_outputs_and_a_complete_mlflow_run(tiny_model, tmp_path)
     # The warm start ran first, RL started from its model, and both were evaluated on the same tasks.
     warm_dir = output / "warm_start"
     assert "warm-up epoch 1/1 | loss " in printed and (warm_dir / "model.safetensors").exists()
+    assert json.loads((warm_dir / "warm_start.json").read_text())["demonstration_max_turns"] == 7
     assert printed.index("warm-up epoch 1/1") < printed.index("relabelling round 1/1: the policy won ")
     assert printed.index("warm start done") < printed.index("warm start: success") < printed.index("iter 1/1")
     checkpoint, plot = output / "checkpoint", output / "learning_curve.png"

@@ -151,12 +151,12 @@ def _guess_config(model_dir: str, code_length: int = 3, **model_config) -> ProxM
     )
 
 
-def _warm_start(config: ProxMOConfig, tmp_path, **relabelling) -> tuple[Any, list[str]]:
+def _warm_start(config: ProxMOConfig, tmp_path, **options) -> tuple[Any, list[str]]:
     """The warm start of 4 expert episodes x 2 epochs without detours, and the lines it logged."""
     lines = []
     settings = FineTuneSettings(lr=1e-3, epochs=2)
     result = warm_start(
-        config, tmp_path / "warm", num_episodes=4, settings=settings, detour_prob=0.0, log=lines.append, **relabelling
+        config, tmp_path / "warm", num_episodes=4, settings=settings, detour_prob=0.0, log=lines.append, **options
     )
     return result, lines
 
@@ -176,6 +176,20 @@ def test_warm_start_saves_a_model_that_rl_and_transformers_load(model_dir, tmp_p
     state = dict(reloaded.named_parameters())
     for name, value in rl.model.named_parameters():
         np.testing.assert_array_equal(value.detach().numpy(), state[name].detach().numpy())
+
+
+def test_demonstrations_play_past_the_rl_turn_limit_to_the_end_of_the_task(model_dir, tmp_path):
+    """RL episodes of 2 turns cut every 3-press demonstration before its last press; a demonstration
+    limit of 4 lets each reach it."""
+    config = _guess_config(model_dir).training(max_turns=2)
+    cut, lines = _warm_start(config, tmp_path / "cut")
+    assert cut.num_turns == 8 and cut.expert_success_rate == 0.0 and "(expert success 0.00" in lines[0]
+    whole, _ = _warm_start(config, tmp_path / "whole", demonstration_max_turns=4)
+    assert whole.num_turns == 12 and whole.expert_success_rate == 1.0
+    summary = json.loads((whole.model_dir / "warm_start.json").read_text())
+    assert summary["demonstration_max_turns"] == 4 and summary["num_turns"] == 12
+    with pytest.raises(ValueError, match="demonstration_max_turns must be >= 1, got 0"):
+        warm_start(config, tmp_path / "bad", num_episodes=1, settings=FineTuneSettings(), demonstration_max_turns=0)
 
 
 def test_relabelling_keeps_the_policy_states_with_the_expert_answer_there(model_dir):
@@ -244,7 +258,8 @@ def test_the_sft_command_writes_a_model_and_a_finished_mlflow_run(model_dir, tmp
     out = tmp_path / "warm"
     job = subprocess.run(
         [sys.executable, "-m", "rllib_proxmo.sft", "--env", "tests.text_env:TextGuess-v0", "--model", model_dir]
-        + ["--trainable-layers", "1", "--episodes", "2", "--epochs", "1", "--output", str(out), "--tracking-uri", uri],
+        + ["--trainable-layers", "1", "--episodes", "2", "--epochs", "1", "--max-turns", "3"]
+        + ["--output", str(out), "--tracking-uri", uri],
         cwd=Path(__file__).resolve().parents[2],
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
         capture_output=True,
@@ -253,7 +268,8 @@ def test_the_sft_command_writes_a_model_and_a_finished_mlflow_run(model_dir, tmp
     )
     assert job.returncode == 0, job.stderr
     assert f"python -m rllib_proxmo.train --model {out} --sft-episodes 0" in job.stdout
-    assert (out / "model.safetensors").exists() and (out / "warm_start.json").exists()
+    assert (out / "model.safetensors").exists()
+    assert json.loads((out / "warm_start.json").read_text())["demonstration_max_turns"] == 3
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("rllib-proxmo-sft").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["episodes"] == "2"
