@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sft-max-turns",
         type=positive_int,
         default=CPU.warm_up_max_turns,
-        help="turn limit of a demonstration episode, above --max-turns so that every demonstration reaches "
-        f"the end of its task (default {CPU.warm_up_max_turns})",
+        help=f"turn limit of a demonstration episode (default {CPU.warm_up_max_turns}); above --max-turns, "
+        "demonstrations reach the end of tasks that an RL episode would cut off",
     )
     warm.add_argument(
         "--sft-relabel-rounds",
