@@ -105,6 +105,7 @@ def warm_start(
     if relabel_epochs is not None and relabel_epochs < 1:
         raise ValueError(f"relabel_epochs must be >= 1, got {relabel_epochs}")
     round_settings = settings if relabel_epochs is None else replace(settings, epochs=relabel_epochs)
+    demonstration_turns = config.max_turns if demonstration_max_turns is None else demonstration_max_turns
     start = time.perf_counter()
     expert_config = config.copy(copy_frozen=False)
     expert_config.env_config = {**dict(config.env_config or {}), **dict(expert_env_config or {})}
@@ -120,7 +121,7 @@ def warm_start(
             task_ids=task_ids,
             detour_prob=detour_prob,
             seed=settings.seed,
-            max_turns=config.max_turns if demonstration_max_turns is None else demonstration_max_turns,
+            max_turns=demonstration_turns,
         )
     finally:
         env.close()
@@ -179,7 +180,7 @@ def warm_start(
         "base_model": config.model_config["model_name_or_path"],
         "settings": asdict(settings),
         "detour_prob": detour_prob,
-        "demonstration_max_turns": demonstration_max_turns,
+        "demonstration_max_turns": demonstration_turns,
         "relabel_rounds": relabel_rounds,
         "relabel_episodes": per_round,
         "relabel_epochs": round_settings.epochs,

@@ -184,6 +184,7 @@ def test_demonstrations_play_past_the_rl_turn_limit_to_the_end_of_the_task(model
     config = _guess_config(model_dir).training(max_turns=2)
     cut, lines = _warm_start(config, tmp_path / "cut")
     assert cut.num_turns == 8 and cut.expert_success_rate == 0.0 and "(expert success 0.00" in lines[0]
+    assert json.loads((cut.model_dir / "warm_start.json").read_text())["demonstration_max_turns"] == 2
     whole, _ = _warm_start(config, tmp_path / "whole", demonstration_max_turns=4)
     assert whole.num_turns == 12 and whole.expert_success_rate == 1.0
     summary = json.loads((whole.model_dir / "warm_start.json").read_text())
