@@ -511,14 +511,17 @@ class PromptWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructor
             "admissible_actions": _admissible_actions(info, self.env),
             "step_count": self._steps_taken,
         }
-        if self.template.uses_memory:
-            memory = info.get("memory")
-            if not isinstance(memory, str):
+        env_info = {}
+        for slot in self.template.info_slots:
+            value = info.get(slot)
+            if not isinstance(value, str):
                 raise ValueError(
-                    f"the prompt template shows {{memory}}, but {self.env.unwrapped!r} gives no str info['memory'] "
-                    f"(got {memory!r:.100}); use a template without it, or an env that keeps one (ALFWorld-v0)"
+                    f"the prompt template shows {{{slot}}}, but {self.env.unwrapped!r} gives no str info[{slot!r}] "
+                    f"(got {value!r:.100}); use a template without it, or an env that keeps one (ALFWorld-v0)"
                 )
-            self._render_inputs["memory"] = memory
+            env_info[slot] = value
+        if env_info:
+            self._render_inputs["env_info"] = env_info
         return self.render_prompt(len(self._history))
 
 

@@ -40,12 +40,15 @@ CPU default's prompt wherever its answers are held. :data:`ALFWORLD_MEMORY`
 seen of the room this episode, as the env keeps it (``info["memory"]``;
 :class:`~envs.alfworld.memory.RoomMemory` for ALFWorld). Not the CPU default: after the same
 warm start SmolLM2-135M won fewer unseen games with it (``benchmarks/results/cpu_default.md``).
+:data:`ALFWORLD_INVENTORY` (``"alfworld-inventory"``) adds the ``{inventory}`` slot instead: the
+object the agent carries (``info["inventory"]``), which a prompt remembering one step forgets
+once the agent has walked away from where it took it.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
@@ -63,8 +66,11 @@ SLOTS = frozenset(
         "admissible_actions",
         "available_actions",
         "memory",
+        "inventory",
     }
 )
+#: Slots filled from the env's ``info`` entry of the same name (a str the env keeps each step).
+INFO_SLOTS = ("memory", "inventory")
 
 
 class HistoryEntry(NamedTuple):
@@ -156,9 +162,10 @@ class PromptTemplate:
     action_list: str = "quoted"
 
     @cached_property
-    def uses_memory(self) -> bool:
-        """Whether the prompt shows the env's ``info["memory"]`` (the ``{memory}`` slot)."""
-        return any("memory" in template_slots(text) for text in (self.first_step, self.with_history))
+    def info_slots(self) -> tuple[str, ...]:
+        """The :data:`INFO_SLOTS` the prompt shows (each read from the env's ``info`` at every step)."""
+        used = template_slots(self.first_step) | template_slots(self.with_history)
+        return tuple(slot for slot in INFO_SLOTS if slot in used)
 
     @property
     def numbered_actions(self) -> bool:
@@ -189,7 +196,7 @@ class PromptTemplate:
         admissible_actions: Sequence[str],
         history: Sequence[HistoryEntry],
         step_count: int,
-        memory: str = "",
+        env_info: Mapping[str, str] | None = None,
     ) -> str:
         """The prompt for the current step.
 
@@ -199,7 +206,8 @@ class PromptTemplate:
             admissible_actions: Commands the environment accepts now, in its order.
             history: Remembered steps, oldest first (already cut to the window).
             step_count: Steps taken so far in the episode (0 at reset).
-            memory: The env's summary of what the agent has seen this episode (``info["memory"]``).
+            env_info: The values of :attr:`info_slots` (``info["memory"]``: what the agent has seen
+                this episode; ``info["inventory"]``: what it carries); a slot left out renders empty.
 
         Returns:
             The rendered prompt. Slot values are inserted verbatim apart from
@@ -217,7 +225,7 @@ class PromptTemplate:
             current_observation=_drop_full_stop(observation),
             admissible_actions=actions,
             available_actions=actions,
-            memory=memory,
+            **{slot: (env_info or {}).get(slot, "") for slot in INFO_SLOTS},
         )
 
 
@@ -232,6 +240,7 @@ def _example_slot_values() -> dict[str, object]:
         "admissible_actions": "'a'",
         "available_actions": "'a'",
         "memory": "memory",
+        "inventory": "inventory",
     }
 
 
@@ -326,6 +335,13 @@ ALFWORLD_MEMORY = _compact(
     "lines",
     observation="{memory}\nObservation: {current_observation}.\n",
 )
+#: The unlisted prompt with what the agent carries (``info["inventory"]`` of
+#: :class:`~envs.alfworld.env.ALFWorldEnv`) before the observation.
+ALFWORLD_INVENTORY = _compact(
+    _ANSWER_WITH_COMMAND,
+    "lines",
+    observation="Carrying: {inventory}.\nObservation: {current_observation}.\n",
+)
 
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -335,6 +351,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "alfworld-numbered": ALFWORLD_NUMBERED,
     "alfworld-unlisted": ALFWORLD_UNLISTED,
     "alfworld-memory": ALFWORLD_MEMORY,
+    "alfworld-inventory": ALFWORLD_INVENTORY,
 }
 
 

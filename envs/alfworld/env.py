@@ -17,7 +17,8 @@ string :attr:`ALFWorldEnv.noop_action` included) gets the engine's answer
   ``"put a clean mug in coffeemachine."``), ``state`` (the raw observation
   text, what ProxMO's PSA compares), ``step`` (steps taken) and ``memory``
   (what the agent has seen of the room this episode, :class:`~envs.alfworld.memory.RoomMemory`:
-  the ``{memory}`` slot of a prompt);
+  the ``{memory}`` slot of a prompt) and ``inventory`` (the name of the object the agent
+  carries, ``"nothing"`` when its hands are empty: the ``{inventory}`` slot);
 - with ``expert`` set, ``expert_action``: the next command of an expert
   (:data:`EXPERTS`): ``"oracle"``, :class:`~envs.alfworld.expert.ExpertPolicy` planned from the
   whole current state, or ``"search"``, :class:`~envs.alfworld.expert.SearchingExpert`, which
@@ -228,6 +229,7 @@ class ALFWorldEnv(TaskSelectionMixin, gym.Env[str, str]):
             "state": state.feedback,
             "step": self._steps,
             "memory": self._memory.text(world),
+            "inventory": "nothing" if world.held is None else world.name(world.held),
         }
         if self._policy is not None:
             info["expert_action"] = self._expert_action(state, world)

@@ -647,6 +647,23 @@ def test_alfworld_with_the_memory_template_shows_what_the_agent_has_seen(tmp_pat
     assert_follows_gymnasium(env)
 
 
+def test_alfworld_with_the_inventory_template_shows_what_the_agent_carries(tmp_path) -> None:
+    assert resolve_template("alfworld-inventory").info_slots == ("inventory",)
+    settings = {"num_games": 2, "cache_dir": tmp_path, "expert": "search"}
+    env = make_llm_env(ALFWORLD_ID, template="alfworld-inventory", require_think=False, **settings)
+    prompt, info = env.reset(seed=0)
+    assert "\nCarrying: nothing.\nObservation: " in prompt and "Actions:" not in prompt
+    carried = []
+    while not info["won"]:
+        prompt, *_, info = env.step(respond(info["expert_action"]))
+        carried.append(info["inventory"])
+        assert f"\nCarrying: {info['inventory']}.\nObservation: " in prompt
+    assert any(re.fullmatch(r"[a-z]+ \d+", name) for name in carried)
+    with pytest.raises(ValueError, match=r"shows \{inventory\}, but .* gives no str info\['inventory'\]"):
+        make_llm_env(TextGuessEnv(), template="alfworld-inventory", require_think=False).reset(seed=0)
+    assert_follows_gymnasium(env)
+
+
 def test_a_spec_with_a_custom_template_rebuilds_the_same_prompts() -> None:
     env = make_llm_env("tests.text_env:TextGuess-v0", template="alfworld-numbered")
     assert env.spec.to_json()  # plain settings: the spec serialises
@@ -779,7 +796,8 @@ class RememberingGuess(TextGuessEnv):
 
 
 def test_the_memory_template_shows_the_envs_memory_before_the_observation_and_needs_one():
-    assert resolve_template("alfworld-memory").uses_memory and not resolve_template("alfworld-unlisted").uses_memory
+    assert resolve_template("alfworld-memory").info_slots == ("memory",)
+    assert resolve_template("alfworld-unlisted").info_slots == ()
     env = make_llm_env(RememberingGuess(code_length=2, max_steps=10), template="alfworld-memory", require_think=False)
     prompt, _ = env.reset(seed=0, options={"task_id": 5})
     assert prompt.startswith(

@@ -15,7 +15,7 @@ from envs.alfworld.expert import natural_key
 from envs.alfworld.tasks import TASK_TYPES
 from envs.spaces import TextSpace
 
-INFO_KEYS = {"won", "admissible_actions", "task_id", "task_type", "task", "state", "step", "memory"}
+INFO_KEYS = {"won", "admissible_actions", "task_id", "task_type", "task", "state", "step", "memory", "inventory"}
 
 
 @pytest.fixture(scope="module")
@@ -268,14 +268,15 @@ def _listed(text: str) -> list[str]:
     return [] if text == "nothing" else [item.removeprefix("and ").removeprefix("a ") for item in text.split(", ")]
 
 
-def test_the_memory_holds_what_the_observations_showed(cache_dir):
+def test_the_memory_and_the_inventory_hold_what_the_observations_showed(cache_dir):
     env = ALFWorldEnv(split="train", num_games=6, cache_dir=cache_dir, expert="search", max_steps=30)
-    checked = {"shown": 0, "closed": 0, "taken": 0}
+    checked = {"shown": 0, "closed": 0, "taken": 0, "put": 0}
     try:
         for task_id in env.task_ids:
             observation, info = env.reset(options={"task_id": task_id})
             room = set(_listed(re.search(r"you see (.*?)\.\n", observation).group(1)))
-            assert _memory(info["memory"]) == ({}, sorted(room, key=natural_key))
+            assert _memory(info["memory"]) == ({}, sorted(room, key=natural_key)) and info["inventory"] == "nothing"
+            carried = "nothing"
             previously_seen: dict[str, list[str]] = {}
             done = False
             while not done:
@@ -299,7 +300,15 @@ def test_the_memory_holds_what_the_observations_showed(cache_dir):
                 if taken:
                     assert taken.group(1) not in seen[taken.group(2)]
                     assert set(seen[taken.group(2)]) == set(previously_seen[taken.group(2)]) - {taken.group(1)}
+                    assert info["inventory"] == taken.group(1)
                     checked["taken"] += 1
+                    carried = taken.group(1)
+                put = re.match(r"You (?:move|put) the ([a-z]+ \d+) (?:to|in|on) the ([a-z]+ \d+)\.$", observation)
+                if put:
+                    assert put.group(1) == carried and info["inventory"] == "nothing"
+                    checked["put"] += 1
+                    carried = "nothing"
+                assert info["inventory"] == carried
                 previously_seen = seen
             assert info["won"], task_id
     finally:
@@ -307,7 +316,7 @@ def test_the_memory_holds_what_the_observations_showed(cache_dir):
     assert min(checked.values()) >= 3, checked
 
 
-def test_the_stock_engine_keeps_the_same_memory(cache_dir):
+def test_the_stock_engine_keeps_the_same_memory_and_inventory(cache_dir):
     fast, stock = (
         ALFWorldEnv(
             split="train", num_games=6, cache_dir=cache_dir, expert="search", task_types=["look"], fast_engine=f
@@ -317,13 +326,14 @@ def test_the_stock_engine_keeps_the_same_memory(cache_dir):
     try:
         _, info = fast.reset(seed=0)
         _, stock_info = stock.reset(options={"task_id": info["task_id"]})
-        memories = [(info["memory"], stock_info["memory"])]
+        kept = [((info["memory"], info["inventory"]), (stock_info["memory"], stock_info["inventory"]))]
         while not info["won"]:
             action = info["expert_action"]
             *_, info = fast.step(action)
             *_, stock_info = stock.step(action)
-            memories.append((info["memory"], stock_info["memory"]))
-        assert all(a == b for a, b in memories) and len({a for a, _ in memories}) > 2
+            kept.append(((info["memory"], info["inventory"]), (stock_info["memory"], stock_info["inventory"])))
+        assert all(a == b for a, b in kept) and len({a for a, _ in kept}) > 2
+        assert len({inventory for (_, inventory), _ in kept}) == 2  # empty hands, then the task's object
     finally:
         fast.close()
         stock.close()
