@@ -42,7 +42,8 @@ seen of the room this episode, as the env keeps it (``info["memory"]``;
 warm start SmolLM2-135M won fewer unseen games with it (``benchmarks/results/cpu_default.md``).
 :data:`ALFWORLD_INVENTORY` (``"alfworld-inventory"``) adds the ``{inventory}`` slot instead: the
 object the agent carries (``info["inventory"]``), which a prompt remembering one step forgets
-once the agent has walked away from where it took it.
+once the agent has walked away from where it took it. :data:`ALFWORLD_ROOM` (``"alfworld-room"``)
+shows both slots, for ``history_length=0``: what the searching expert knows, without remembered steps.
 """
 
 from __future__ import annotations
@@ -342,6 +343,13 @@ ALFWORLD_INVENTORY = _compact(
     "lines",
     observation="Carrying: {inventory}.\nObservation: {current_observation}.\n",
 )
+#: The unlisted prompt with both: what the agent has seen of the room and what it carries, all a
+#: searching agent needs besides the observation (meant for ``history_length=0``).
+ALFWORLD_ROOM = _compact(
+    _ANSWER_WITH_COMMAND,
+    "lines",
+    observation="{memory}\nCarrying: {inventory}.\nObservation: {current_observation}.\n",
+)
 
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -352,6 +360,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "alfworld-unlisted": ALFWORLD_UNLISTED,
     "alfworld-memory": ALFWORLD_MEMORY,
     "alfworld-inventory": ALFWORLD_INVENTORY,
+    "alfworld-room": ALFWORLD_ROOM,
 }
 
 

@@ -664,6 +664,17 @@ def test_alfworld_with_the_inventory_template_shows_what_the_agent_carries(tmp_p
     assert_follows_gymnasium(env)
 
 
+def test_alfworld_with_the_room_template_shows_the_memory_and_the_inventory_without_history(tmp_path) -> None:
+    assert resolve_template("alfworld-room").info_slots == ("memory", "inventory")
+    settings = {"num_games": 2, "cache_dir": tmp_path, "expert": "search"}
+    env = make_llm_env(ALFWORLD_ID, template="alfworld-room", history_length=0, require_think=False, **settings)
+    prompt, info = env.reset(seed=0)
+    while not info["won"]:
+        assert f"\n{info['memory']}\nCarrying: {info['inventory']}.\nObservation: " in prompt
+        assert "Previous steps:" not in prompt and "Actions:" not in prompt
+        prompt, *_, info = env.step(respond(info["expert_action"]))
+
+
 def test_a_spec_with_a_custom_template_rebuilds_the_same_prompts() -> None:
     env = make_llm_env("tests.text_env:TextGuess-v0", template="alfworld-numbered")
     assert env.spec.to_json()  # plain settings: the spec serialises
