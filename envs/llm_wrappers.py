@@ -511,7 +511,6 @@ class PromptWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructor
             "admissible_actions": _admissible_actions(info, self.env),
             "step_count": self._steps_taken,
         }
-        env_info = {}
         for slot in self.template.info_slots:
             value = info.get(slot)
             if not isinstance(value, str):
@@ -519,9 +518,7 @@ class PromptWrapper(gym.Wrapper[str, str, str, str], gym.utils.RecordConstructor
                     f"the prompt template shows {{{slot}}}, but {self.env.unwrapped!r} gives no str info[{slot!r}] "
                     f"(got {value!r:.100}); use a template without it, or an env that keeps one (ALFWorld-v0)"
                 )
-            env_info[slot] = value
-        if env_info:
-            self._render_inputs["env_info"] = env_info
+        self._render_inputs["env_info"] = {slot: info[slot] for slot in self.template.info_slots}
         return self.render_prompt(len(self._history))
 
 

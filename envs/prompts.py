@@ -52,6 +52,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import NamedTuple
 
 #: Names a template may use. ``admissible_actions`` (Figure 6) and
@@ -197,7 +198,7 @@ class PromptTemplate:
         admissible_actions: Sequence[str],
         history: Sequence[HistoryEntry],
         step_count: int,
-        env_info: Mapping[str, str] | None = None,
+        env_info: Mapping[str, str] = MappingProxyType({}),
     ) -> str:
         """The prompt for the current step.
 
@@ -226,7 +227,7 @@ class PromptTemplate:
             current_observation=_drop_full_stop(observation),
             admissible_actions=actions,
             available_actions=actions,
-            **{slot: (env_info or {}).get(slot, "") for slot in INFO_SLOTS},
+            **{slot: env_info.get(slot, "") for slot in INFO_SLOTS},
         )
 
 
@@ -321,35 +322,25 @@ ALFWORLD_COMPACT = _compact(_ANSWER_WITH_COMMAND, "lines")
 #: The compact prompt with numbered actions, answered by number (measured against it).
 ALFWORLD_NUMBERED = _compact("Answer with the number of the best action as <action>number</action>.", "numbered")
 
+
+def _unlisted(state_lines: str = "") -> PromptTemplate:
+    """The compact prompt without the action list, with ``state_lines`` before the observation."""
+    return _compact(_ANSWER_WITH_COMMAND, "lines", observation=state_lines + "Observation: {current_observation}.\n")
+
+
 #: The compact prompt without the action list, for answers held to the admissible commands
 #: (``constrain_to_admissible``): the choice is enforced token by token, so the list is only
 #: prompt length (most of the compact prompt's tokens).
-ALFWORLD_UNLISTED = _compact(
-    _ANSWER_WITH_COMMAND,
-    "lines",
-    observation="Observation: {current_observation}.\n",
-)
+ALFWORLD_UNLISTED = _unlisted()
 #: The unlisted prompt with what the agent has seen of the room (``info["memory"]`` of
 #: :class:`~envs.alfworld.env.ALFWorldEnv`) before the observation.
-ALFWORLD_MEMORY = _compact(
-    _ANSWER_WITH_COMMAND,
-    "lines",
-    observation="{memory}\nObservation: {current_observation}.\n",
-)
+ALFWORLD_MEMORY = _unlisted("{memory}\n")
 #: The unlisted prompt with what the agent carries (``info["inventory"]`` of
 #: :class:`~envs.alfworld.env.ALFWorldEnv`) before the observation.
-ALFWORLD_INVENTORY = _compact(
-    _ANSWER_WITH_COMMAND,
-    "lines",
-    observation="Carrying: {inventory}.\nObservation: {current_observation}.\n",
-)
+ALFWORLD_INVENTORY = _unlisted("Carrying: {inventory}.\n")
 #: The unlisted prompt with both: what the agent has seen of the room and what it carries, all a
 #: searching agent needs besides the observation (meant for ``history_length=0``).
-ALFWORLD_ROOM = _compact(
-    _ANSWER_WITH_COMMAND,
-    "lines",
-    observation="{memory}\nCarrying: {inventory}.\nObservation: {current_observation}.\n",
-)
+ALFWORLD_ROOM = _unlisted("{memory}\nCarrying: {inventory}.\n")
 
 #: Built-in templates by name (the ``prompt_template`` attribute of the base envs).
 TEMPLATES: dict[str, PromptTemplate] = {
