@@ -33,9 +33,9 @@ for ``<action>N</action>`` (the command itself is accepted too, see
 (``benchmarks/results/cpu_prompt.md``): after the same warm start the model copies a
 listed command far more reliably than it names the right number, so the compact
 prompt answers with the command. :data:`ALFWORLD_UNLISTED` (``"alfworld-unlisted"``) is
-the compact prompt without the action list, for answers held to the admissible commands
-(``model_config["constrain_to_admissible"]``), which enforce the list token by token: the
-CPU default's prompt wherever its answers are held. :data:`ALFWORLD_MEMORY`
+the compact prompt without the action list and without the line asking for the answer's form,
+for answers held to the admissible commands (``model_config["constrain_to_admissible"]``), which
+enforce both token by token: the CPU default's prompt wherever its answers are held. :data:`ALFWORLD_MEMORY`
 (``"alfworld-memory"``) adds the ``{memory}`` slot before the observation: what the agent has
 seen of the room this episode, as the env keeps it (``info["memory"]``;
 :class:`~envs.alfworld.memory.RoomMemory` for ALFWorld). Not the CPU default: after the same
@@ -324,8 +324,9 @@ ALFWORLD_NUMBERED = _compact("Answer with the number of the best action as <acti
 
 
 def _unlisted(state_lines: str = "") -> PromptTemplate:
-    """The compact prompt without the action list, with ``state_lines`` before the observation."""
-    return _compact(_ANSWER_WITH_COMMAND, "lines", observation=state_lines + "Observation: {current_observation}.\n")
+    """The compact prompt without the action list or the answer instruction, with ``state_lines``
+    before the observation: held answers write ``<action>command</action>`` whatever the prompt says."""
+    return _compact("", "lines", observation=state_lines + "Observation: {current_observation}.")
 
 
 #: The compact prompt without the action list, for answers held to the admissible commands

@@ -51,6 +51,8 @@ class Scale:
         old_logp_source: ``ProxMOConfig.old_logp_source``.
         llm_env_configs: ``make_llm_env`` keywords per env id (an env not listed: the
             paper's prompt, history and think block).
+        system_prompt: The system message of every prompt (``model_config["system_prompt"]``;
+            None: the chat template's own default).
         held_answer_templates: Env ids whose answers the main job holds to the admissible
             commands by default (``model_config["constrain_to_admissible"]``, HF engine), each
             with the prompt template used then: the constraint enforces the action list, so
@@ -85,6 +87,7 @@ class Scale:
     reuse_sampler_trunk: bool
     old_logp_source: str
     llm_env_configs: Mapping[str, Mapping[str, Any]]
+    system_prompt: str | None
     held_answer_templates: Mapping[str, str]
     warm_up_episodes: int
     warm_up_epochs: int
@@ -112,6 +115,8 @@ class Scale:
         }
         if self.prompt_limit(env) is not None:
             config["max_prompt_tokens"] = self.prompt_limit(env)
+        if self.system_prompt is not None:
+            config["system_prompt"] = self.system_prompt
         if self.trainable_layers is not None:
             config["trainable_layers"] = self.trainable_layers
             if self.reuse_sampler_trunk:
@@ -149,6 +154,8 @@ PAPER = Scale(
     reuse_sampler_trunk=False,
     old_logp_source="recompute",
     llm_env_configs={},
+    # The model's usual framing: the chat template writes its default system message.
+    system_prompt=None,
     held_answer_templates={},
     warm_up_episodes=0,
     warm_up_epochs=2,
@@ -189,6 +196,8 @@ CPU = Scale(
     reuse_sampler_trunk=True,
     old_logp_source="sampler",
     llm_env_configs={ALFWORLD: {"template": "alfworld-compact", "history_length": 1, "require_think": False}},
+    # An empty system message: SmolLM2's default one is 16 of a turn's ~150 prompt tokens.
+    system_prompt="",
     # Half the prompt tokens, and twice the unseen wins of the warm start (docs/design.md, CPU default).
     held_answer_templates={ALFWORLD: "alfworld-unlisted"},
     warm_up_episodes=64,

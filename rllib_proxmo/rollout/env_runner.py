@@ -107,6 +107,9 @@ class SamplerSettings:
             without a think block (``llm_env_config`` ``require_think=False``) and
             ``eval_top_p`` 1; a state whose commands take free text (WebShop's search) is
             answered freely.
+        system_prompt: The system message every prompt is sent with
+            (:func:`rllib_proxmo.rollout.chat.prompt_ids`): None, the chat template's own
+            default; ``""``, an empty one. The warm start's demonstrations use it too.
     """
 
     max_new_tokens: int = 64
@@ -116,9 +119,12 @@ class SamplerSettings:
     engine: str = DEFAULT_ENGINE
     reuse_sampler_trunk: bool = False
     constrain_to_admissible: bool = False
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         check_engine(self.engine)
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ValueError(f"system_prompt must be None or a str, got {self.system_prompt!r}")
         for name in ("reuse_sampler_trunk", "constrain_to_admissible"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -249,7 +255,7 @@ class GroupedEnvRunner(EnvRunner, Checkpointable):
 
     # ------------------------------------------------------------- sampling
     def _encode_prompt(self, prompt: str) -> tuple[int, ...]:
-        return chat.prompt_ids(self.module.tokenizer, prompt)
+        return chat.prompt_ids(self.module.tokenizer, prompt, self.settings.system_prompt)
 
     def _prompt_ids(self, item: _LiveEpisode) -> tuple[int, ...]:
         """Token ids of the episode's prompt, within ``max_prompt_tokens``.

@@ -54,13 +54,16 @@ def play_expert_episode(
     detour_prob: float,
     rng: np.random.Generator,
     max_turns: int | None = None,
+    system_prompt: str | None = None,
 ) -> TextEpisode:
     """One episode of the expert (with detours) on ``task_id``, as training turns.
 
     Every turn carries ``advantage=1.0``, so the turns form a token batch
     (:func:`rllib_proxmo.algorithm.token_batch.pad_turns`) whose response mask is
     the supervised loss mask. ``episode.won`` tells whether the episode ended in
-    success (detours can make it fail within ``max_turns``).
+    success (detours can make it fail within ``max_turns``). The prompts are sent with
+    ``system_prompt`` (:func:`~rllib_proxmo.rollout.chat.prompt_ids`), as the env runner
+    sends the policy's.
     """
     template = env.get_wrapper_attr("template")
     require_think = env.get_wrapper_attr("require_think")
@@ -81,7 +84,8 @@ def play_expert_episode(
         if listed and rng.random() < detour_prob:
             executed = listed[int(rng.integers(len(listed)))]
         response = format_response(command, admissible, template=template, require_think=require_think)
-        episode.turns.append(demonstration_turn(tokenizer, prompt_ids(tokenizer, prompt), response, str(info["state"])))
+        ids = prompt_ids(tokenizer, prompt, system_prompt)
+        episode.turns.append(demonstration_turn(tokenizer, ids, response, str(info["state"])))
         executed_response = format_response(executed, admissible, template=template, require_think=require_think)
         prompt, reward, terminated, truncated, info = env.step(executed_response)
         if terminated or truncated:
@@ -99,8 +103,10 @@ def collect_demonstrations(
     detour_prob: float,
     seed: int,
     max_turns: int | None = None,
+    system_prompt: str | None = None,
 ) -> list[TextEpisode]:
-    """``num_episodes`` expert episodes, cycling over ``task_ids`` (None: the env picks by seed).
+    """``num_episodes`` expert episodes, cycling over ``task_ids`` (None: the env picks by seed),
+    their prompts sent with ``system_prompt``.
 
     Raises:
         ValueError: for ``num_episodes < 1``, ``detour_prob`` outside [0, 1), an env
@@ -122,6 +128,7 @@ def collect_demonstrations(
             detour_prob=detour_prob,
             rng=rng,
             max_turns=max_turns,
+            system_prompt=system_prompt,
         )
         if not episode.turns:
             raise ValueError(f"the expert gave no command at the start of task {episode.task_id!r}")

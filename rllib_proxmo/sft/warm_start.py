@@ -23,7 +23,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_proxmo.algorithm.torch.model_loading import save_policy_model
 from rllib_proxmo.rollout.env_factory import make_text_env
-from rllib_proxmo.rollout.env_runner import TEXT_SPACE
+from rllib_proxmo.rollout.env_runner import TEXT_SPACE, SamplerSettings
 from rllib_proxmo.sft.dagger import play_policy, relabel
 from rllib_proxmo.sft.demonstrations import collect_demonstrations
 from rllib_proxmo.sft.fine_tune import DemonstrationBatches, EpochStats, FineTuneSettings, fine_tune
@@ -106,6 +106,7 @@ def warm_start(
         raise ValueError(f"relabel_epochs must be >= 1, got {relabel_epochs}")
     round_settings = settings if relabel_epochs is None else replace(settings, epochs=relabel_epochs)
     demonstration_turns = config.max_turns if demonstration_max_turns is None else demonstration_max_turns
+    system_prompt = SamplerSettings.from_model_config(config.model_config).system_prompt
     start = time.perf_counter()
     expert_config = config.copy(copy_frozen=False)
     expert_config.env_config = {**dict(config.env_config or {}), **dict(expert_env_config or {})}
@@ -122,6 +123,7 @@ def warm_start(
             detour_prob=detour_prob,
             seed=settings.seed,
             max_turns=demonstration_turns,
+            system_prompt=system_prompt,
         )
     finally:
         env.close()
@@ -178,6 +180,7 @@ def warm_start(
     )
     summary = {
         "base_model": config.model_config["model_name_or_path"],
+        "system_prompt": system_prompt,
         "settings": asdict(settings),
         "detour_prob": detour_prob,
         "demonstration_max_turns": demonstration_turns,

@@ -780,12 +780,13 @@ def test_the_compact_template_lists_one_action_per_line_and_takes_the_command():
         PromptTemplate(first_step="{admissible_actions}", with_history="{admissible_actions}", action_list="table")
 
 
-def test_the_unlisted_template_shows_no_actions_and_its_choices_are_still_every_listed_command():
+def test_the_unlisted_template_shows_no_actions_nor_the_answer_form_and_its_choices_are_every_listed_command():
     env = make_llm_env(TextGuessEnv(code_length=2, max_steps=10), template="alfworld-unlisted", require_think=False)
     prompt, info = env.reset(seed=0, options={"task_id": 5})  # code: green, blue
     assert "Actions:" not in prompt and "press red" not in prompt
     assert prompt.startswith("Task: open the chest by pressing green, blue in this order.\nObservation: ")
-    assert prompt.endswith("as <action>action</action>.")
+    # Nor the answer's form: the held answers write it.
+    assert "Answer" not in prompt and "<action>" not in prompt and prompt.endswith(".")
     answers = answer_choices(info["admissible_actions"], template=resolve_template("alfworld-unlisted"))
     assert answers == [f"<action>{command}</action>" for command in ("look", "press red", "press green", "press blue")]
     prompt, _, _, _, info = env.step(answers[2])
