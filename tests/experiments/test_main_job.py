@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from ray.tune.registry import register_env
 
-from envs import ALFWORLD_TASK_TYPES
+from envs import ALFWORLD, ALFWORLD_TASK_TYPES
 from rllib_proxmo.algorithm.torch.proxmo_torch_learner import SAMPLER_LOGP_GAP_MAX
 from rllib_proxmo.experiments import plots
 from rllib_proxmo.experiments.checkpoints import (
@@ -48,7 +48,7 @@ from rllib_proxmo.experiments.main_job import (
 from rllib_proxmo.experiments.plots import plot_learning_curve
 from rllib_proxmo.experiments.runtime import PROGRESS_BARS_VARIABLE as PROGRESS_BARS
 from rllib_proxmo.experiments.runtime import quiet_framework_output
-from rllib_proxmo.experiments.scale import CPU
+from rllib_proxmo.experiments.scale import CPU, PAPER
 from rllib_proxmo.experiments.tables import (
     EVAL_EPISODES,
     EVAL_HIGH,
@@ -87,6 +87,8 @@ def test_defaults_fit_the_cpu_budget(monkeypatch):
     config.validate()  # the CPU prompt has no think block
     assert config.model_config["trainable_layers"] == 4 and config.old_logp_source == "sampler"
     assert config.model_config["reuse_sampler_trunk"]
+    # An empty system message, not SmolLM2's default one; the paper's scale keeps the model's own.
+    assert config.model_config["system_prompt"] == "" and "system_prompt" not in PAPER.model_config(ALFWORLD)
     for argv in (["--trainable-layers", "0"], ["--engine", "vllm"], ["--num-gpus-per-learner", "1"]):
         assert "reuse_sampler_trunk" not in build_config(parse_args(argv)).model_config
     assert (args.stop_iters, args.time_budget_min) == (RL_ITERATIONS, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -191,6 +192,26 @@ def test_demonstrations_play_past_the_rl_turn_limit_to_the_end_of_the_task(model
     assert summary["demonstration_max_turns"] == 4 and summary["num_turns"] == 12
     with pytest.raises(ValueError, match="demonstration_max_turns must be >= 1, got 0"):
         warm_start(config, tmp_path / "bad", num_episodes=1, settings=FineTuneSettings(), demonstration_max_turns=0)
+
+
+def test_the_warm_start_tokenises_its_demonstrations_with_the_policys_system_message(model_dir, tmp_path, monkeypatch):
+    """The demonstrations carry the system message the env runner will send (``model_config["system_prompt"]``),
+    and ``warm_start.json`` records it."""
+    collected = []
+
+    def recording(*args, **kwargs):
+        collected.extend(collect_demonstrations(*args, **kwargs))
+        return collected
+
+    # The package's ``warm_start`` is the function; the module is patched where it looks the name up.
+    monkeypatch.setattr(importlib.import_module("rllib_proxmo.sft.warm_start"), "collect_demonstrations", recording)
+    result, _ = _warm_start(_guess_config(model_dir, code_length=2, system_prompt="look"), tmp_path)
+    tokenizer = _policy(model_dir).tokenizer
+    env = make_llm_env(TextGuessEnv(code_length=2, max_steps=5), template="alfworld-compact", require_think=False)
+    prompt, _ = env.reset(seed=FineTuneSettings().seed, options={"task_id": int(collected[0].task_id)})
+    assert collected[0].turns[0].prompt_ids == chat.prompt_ids(tokenizer, prompt, "look")
+    assert collected[0].turns[0].prompt_ids != chat.prompt_ids(tokenizer, prompt)
+    assert json.loads((result.model_dir / "warm_start.json").read_text())["system_prompt"] == "look"
 
 
 def test_relabelling_keeps_the_policy_states_with_the_expert_answer_there(model_dir):

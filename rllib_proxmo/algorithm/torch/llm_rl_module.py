@@ -32,8 +32,9 @@ Model config keys (``config.rl_module(model_config={...})``):
   only, and the frozen ones not at all.
 - ``temperature`` (default 1.0): the training sampling temperature, which the
   log-probs of this module use too (the env runner samples with ``self.temperature``).
-- ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``: the
-  env runner's other sampling settings
+- ``max_new_tokens``, ``eval_temperature``, ``eval_top_p``, ``max_prompt_tokens``,
+  ``system_prompt`` (the system message of every prompt; None, the default, keeps the chat
+  template's own): the env runner's other sampling settings
   (:class:`rllib_proxmo.rollout.env_runner.SamplerSettings`; ``top_p < 1`` is refused).
 - ``reuse_sampler_trunk`` (default False; needs ``trainable_layers`` and the HF
   engine): the env runner keeps the trunk output of every sampled turn for the
