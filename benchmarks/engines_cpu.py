@@ -63,7 +63,7 @@ def alfworld_prompts(tokenizer: Any, count: int) -> list[tuple[int, ...]]:
     prompts = []
     for index in range(count):
         prompt, _ = env.reset(seed=index, options={"task_id": env.unwrapped.task_ids[index]})
-        prompts.append(prompt_ids(tokenizer, prompt))
+        prompts.append(prompt_ids(tokenizer, prompt, CPU.system_prompt))
     env.close()
     return prompts
 

@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             detour_prob=0.0,
             rng=np.random.default_rng(index),
             max_turns=max(args.step_limits),
+            system_prompt=config.model_config.get("system_prompt"),
         )
         episodes.append(episode)
         admissible.append(env.admissible)

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     from rllib_proxmo.rollout.engines.hf_engine import MAX_PADDING, length_buckets
 
     policy = LLMRLModule(model_config={"model_name_or_path": CPU.model, "dtype": "float32"}, inference_only=True)
-    prompts = [prompt_ids(policy.tokenizer, text) for text in collect_prompts(args.episodes, args.turn)]
+    prompts = [
+        prompt_ids(policy.tokenizer, text, CPU.system_prompt) for text in collect_prompts(args.episodes, args.turn)
+    ]
     lengths = [len(p) for p in prompts]
     params = SamplingParams(max_new_tokens=CPU.max_new_tokens, temperature=0.0, seed=0)
     figures: dict = {
