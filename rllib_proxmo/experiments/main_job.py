@@ -1,16 +1,16 @@
 """The main job (``make train``): train ProxMO, evaluate on unseen tasks, save and track it all.
 
-Defaults (the transfer setting) take about 25 minutes on an idle 2-core CPU: SmolLM2-135M-Instruct
+Defaults (the transfer setting) take about 30 minutes on an idle 2-core CPU: SmolLM2-135M-Instruct
 (embedded weights, top 4 of 30 layers trained) on 48 generated ALFWorld games per split, every
 answer held to the admissible commands and the compact prompt without the action list
-(``envs.prompts.ALFWORLD_UNLISTED``, answered with the command). First a supervised warm start on
-``--sft-episodes`` episodes of the searching expert (:mod:`rllib_proxmo.sft`, ALFWorld's
-``expert="search"``; 0 skips it), then the starting policy plays 48 unseen episodes (at the
-release's validation temperature 0.4), then RL: 3 training games drawn per iteration x 4 rollouts,
-10 turns of at most 24 new tokens, ``--stop-iters`` iterations (10 by default: the same curve for a
-seed on any machine, only the time differs). After every ``--eval-every``-th iteration (default: the
-CPU scale's ``evaluation_interval``; 0: none) the policy plays the same unseen tasks with the same
-seeds again. Each iteration prints one line::
+(``envs.prompts.ALFWORLD_UNLISTED``, answered with the command) sent with an empty system message.
+First a supervised warm start on ``--sft-episodes`` episodes of the searching expert
+(:mod:`rllib_proxmo.sft`, ALFWorld's ``expert="search"``; 0 skips it), then the starting policy
+plays 48 unseen episodes (at the release's validation temperature 0.4), then RL: 3 training games
+drawn per iteration x 4 rollouts, 10 turns of at most 24 new tokens, ``--stop-iters`` iterations (10
+by default: the same curve for a seed on any machine, only the time differs). After every
+``--eval-every``-th iteration (default: the CPU scale's ``evaluation_interval``; 0: none) the policy
+plays the same unseen tasks with the same seeds again. Each iteration prints one line::
 
     iter 5/10 | success 0.58 | unseen 0.25 (0.09-0.53) | format-valid 0.97 | prompt tok/s 410 |
         gen tok/s 21.3 | turns/s 1.2 | iter 81.0 s | ETA 6m30s
