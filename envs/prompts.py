@@ -329,9 +329,9 @@ def _unlisted(state_lines: str = "") -> PromptTemplate:
     return _compact("", "lines", observation=state_lines + "Observation: {current_observation}.")
 
 
-#: The compact prompt without the action list, for answers held to the admissible commands
-#: (``constrain_to_admissible``): the choice is enforced token by token, so the list is only
-#: prompt length (most of the compact prompt's tokens).
+#: The compact prompt without the action list or the answer-form line, for answers held to the
+#: admissible commands (``constrain_to_admissible``): the choice and its form are enforced token
+#: by token, so the list (most of the compact prompt's tokens) and the line are only prompt length.
 ALFWORLD_UNLISTED = _unlisted()
 #: The unlisted prompt with what the agent has seen of the room (``info["memory"]`` of
 #: :class:`~envs.alfworld.env.ALFWorldEnv`) before the observation.
