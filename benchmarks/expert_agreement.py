@@ -145,6 +145,7 @@ def step_agreement(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rllib_proxmo.algorithm.torch.model_loading import load_causal_lm
+    from rllib_proxmo.rollout.env_runner import SamplerSettings
     from rllib_proxmo.sft.demonstrations import play_expert_episode
 
     args, job_argv = parse_args(argv)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             detour_prob=0.0,
             rng=np.random.default_rng(index),
             max_turns=max(args.step_limits),
-            system_prompt=config.model_config.get("system_prompt"),
+            system_prompt=SamplerSettings.from_model_config(config.model_config).system_prompt,
         )
         episodes.append(episode)
         admissible.append(env.admissible)

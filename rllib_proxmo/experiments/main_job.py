@@ -591,6 +591,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     """
     from rllib_proxmo.experiments.checkpoints import FINAL_DIR, read_job_state, save_atomically
     from rllib_proxmo.experiments.tracking import flatten_metrics, write_run_files
+    from rllib_proxmo.rollout.env_runner import SamplerSettings
+    from rllib_proxmo.sft.warm_start import check_framing
 
     job_start = time.perf_counter()
     output = Path(args.output).resolve()
@@ -599,6 +601,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     quiet_framework_output()
     config = draw_from_listed_tasks(build_config(args))
     config.validate()
+    check_framing(args.model, SamplerSettings.from_model_config(config.model_config).system_prompt)
     saved = read_job_state(args.resume_from) if args.resume_from is not None else None
     progress = (
         JobProgress(saved["history"], saved["train_s"], saved.get("start_evaluation")) if saved else JobProgress()

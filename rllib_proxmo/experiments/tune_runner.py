@@ -82,6 +82,7 @@ def build_config(experiment: Experiment, args: argparse.Namespace) -> ProxMOConf
                 "max_prompt_tokens": scale.prompt_limit(experiment.env),
                 "temperature": 1.0,
                 "eval_temperature": scale.eval_temperature,
+                "system_prompt": scale.system_prompt,
                 "engine": args.engine,
             }
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 
@@ -17,13 +18,24 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt: s
     """``prompt`` as one user message of the tokenizer's chat template, ready for the reply.
 
     ``system_prompt`` None leaves the system turn to the template (SmolLM2's and Qwen2.5's write
-    a default one: 16 tokens of SmolLM2's 31-token frame); a string is the system message, ``""``
-    an empty one.
+    a default one, 16 tokens for SmolLM2); a string is the system message, ``""`` an empty one.
+
+    Raises:
+        ValueError: for a ``system_prompt`` whose chat template refuses a system message (Gemma's).
     """
-    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-    text = tokenizer.apply_chat_template(
-        [*system, {"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-    )
+    if system_prompt is None:
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except TemplateError as error:
+        if system_prompt is None:
+            raise
+        raise ValueError(
+            f"model_config system_prompt={system_prompt!r}: this model's chat template refuses a system "
+            f"message ({error}); set system_prompt None to keep the template's own framing"
+        ) from error
     return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

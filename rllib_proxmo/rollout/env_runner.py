@@ -98,7 +98,8 @@ class SamplerSettings:
             only the trained blocks. Needs ``trainable_layers`` and the HF engine; costs
             4·D bytes per token in the episodes (about 2 KB for SmolLM2-135M).
         constrain_to_admissible: Hold every answer to one of the admissible commands the
-            prompt lists, written as the prompt asks (:func:`envs.llm_wrappers.answer_choices`),
+            template lists, in the template's answer form (:func:`envs.llm_wrappers.answer_choices`;
+            the prompt itself may show neither, as ``"alfworld-unlisted"`` does),
             in training and evaluation: the engine samples from the model's distribution
             restricted, token by token, to those answers (``choices`` of the HF engine), so
             no turn is lost to a malformed or inadmissible answer. The turns keep the

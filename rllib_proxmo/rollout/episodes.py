@@ -67,8 +67,8 @@ class Turn:
         trunk_states: The sampler's (P + T - 1, D) trunk output of this turn
             (``Generation.trunk_states``), which the learner continues from; None when
             the sampler kept none.
-        expert_answer: What the env's expert would answer in this turn's state, written
-            as the prompt asks (:func:`envs.llm_wrappers.format_response` of
+        expert_answer: What the env's expert would answer in this turn's state, in the
+            template's answer form (:func:`envs.llm_wrappers.format_response` of
             ``info["expert_action"]``); None when the env reports no expert command.
             On-policy relabelling (:mod:`rllib_proxmo.sft.dagger`) trains on it.
     """

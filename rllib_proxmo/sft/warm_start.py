@@ -53,6 +53,29 @@ class WarmStartResult:
     seconds: float
 
 
+def check_framing(model: str | Path, system_prompt: str | None) -> None:
+    """Refuse to continue from a warm start tuned with another system message than ``system_prompt``.
+
+    ``model`` is a warm start when it holds :data:`SUMMARY_FILE`; its demonstrations were sent with
+    the system message recorded there (none recorded: the chat template's default, as every warm
+    start saved before the setting existed). Anything else (a base model, a hub id) passes.
+
+    Raises:
+        ValueError: for a warm start whose recorded system message differs, naming both.
+    """
+    summary = Path(model) / SUMMARY_FILE
+    if not summary.is_file():
+        return
+    tuned = json.loads(summary.read_text()).get("system_prompt")
+    if tuned != system_prompt:
+        shown = "the chat template's default" if tuned is None else repr(tuned)
+        raise ValueError(
+            f"model {model}: its warm start was tuned with the system message {shown} ({SUMMARY_FILE}), "
+            f"this run sends model_config system_prompt={system_prompt!r}; warm-start again with this run's "
+            "settings (python -m rllib_proxmo.sft --output <dir>) so that RL samples the prompts it learnt"
+        )
+
+
 def warm_start(
     config: Any,
     output_dir: str | Path,

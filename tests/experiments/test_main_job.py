@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -388,6 +389,17 @@ FRAMEWORK_NOTICES = (
 
 def _tiny_run_args(model: str, output: Path, *extra: str):
     return parse_args([*TINY_RUN, "--model", model, "--output", str(output), *extra])
+
+
+def test_a_warm_start_framed_with_another_system_message_is_refused_before_ray_starts(tiny_model, tmp_path):
+    """``--model`` a warm start whose ``warm_start.json`` records another system message than the job's
+    (here none: saved before the setting, with the template's default) fails at once, naming both."""
+    warm = tmp_path / "old_warm_start"
+    shutil.copytree(tiny_model, warm)
+    (warm / "warm_start.json").write_text(json.dumps({"base_model": "x", "seconds": 1.0}))
+    with pytest.raises(ValueError, match="the chat template's default .* system_prompt=''"):
+        train(_tiny_run_args(str(warm), tmp_path / "run", "--sft-episodes", "0"))
+    assert not ray.is_initialized()
 
 
 def test_help_is_printed_without_importing_ray():

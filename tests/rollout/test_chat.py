@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoTokenizer
 
 from rllib_proxmo.algorithm.torch.model_loading import resolve_model_path
@@ -24,3 +25,14 @@ def test_a_system_prompt_replaces_the_chat_templates_default_one():
     assert len(default) - len(empty) == 16
     # The user turn and the reply's opening are tokenised alike whatever comes before them.
     assert default[-20:] == empty[-20:] == custom[-20:]
+
+
+def test_a_template_that_refuses_a_system_message_fails_naming_the_setting():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(CPU_MODEL))
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{{ m['content'] }}{% endfor %}"
+    )
+    with pytest.raises(ValueError, match=r"system_prompt='': this model's chat template refuses .*System role not"):
+        chat.prompt_ids(tokenizer, PROMPT, "")
+    assert tokenizer.decode(chat.prompt_ids(tokenizer, PROMPT)) == PROMPT

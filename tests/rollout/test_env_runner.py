@@ -203,15 +203,16 @@ def test_sampling_settings_refuse_nucleus_training_and_bad_values(model_dir):
         held.copy().training(llm_env_config={"require_think": True}).validate()
 
 
-def test_a_runner_sends_every_prompt_with_its_system_message(model_dir):
+@pytest.mark.parametrize("system_prompt", ["", "look first"])
+def test_a_runner_sends_every_prompt_with_its_system_message(model_dir, system_prompt):
     """The prompts of a sampled group carry ``system_prompt``; a non-string one fails the config's validation."""
-    runner = GroupedEnvRunner(config=_config(model_dir, system_prompt="look first"))
+    runner = GroupedEnvRunner(config=_config(model_dir, system_prompt=system_prompt))
     tokenizer = runner.module.tokenizer
     [episode] = runner.sample(groups=[GroupRequest("g", 3, 1, 2)], explore=True, seed=3)
     env = make_llm_env(TextGuessEnv(code_length=1), require_think=False)
     prompt, _ = env.reset(seed=3, options={"task_id": 2})
     first = episode.turns[0].prompt_ids
-    assert first == chat.prompt_ids(tokenizer, prompt, "look first") != chat.prompt_ids(tokenizer, prompt)
+    assert first == chat.prompt_ids(tokenizer, prompt, system_prompt) != chat.prompt_ids(tokenizer, prompt)
     runner.stop()
     with pytest.raises(ValueError, match="system_prompt must be None or a str, got 5"):
         _config(model_dir, system_prompt=5).validate()

@@ -19,6 +19,7 @@ from rllib_proxmo.rollout import chat
 from rllib_proxmo.sft import FineTuneSettings, collect_demonstrations, fine_tune, warm_start
 from rllib_proxmo.sft.dagger import play_policy, relabel
 from rllib_proxmo.sft.fine_tune import DemonstrationBatches
+from rllib_proxmo.sft.warm_start import check_framing
 from rllib_proxmo.testing import build_tiny_chat_model
 from tests.text_env import TextGuessEnv
 
@@ -194,9 +195,12 @@ def test_demonstrations_play_past_the_rl_turn_limit_to_the_end_of_the_task(model
         warm_start(config, tmp_path / "bad", num_episodes=1, settings=FineTuneSettings(), demonstration_max_turns=0)
 
 
-def test_the_warm_start_tokenises_its_demonstrations_with_the_policys_system_message(model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("system_prompt", ["", "look"])
+def test_the_warm_start_tokenises_its_demonstrations_with_the_policys_system_message(
+    model_dir, tmp_path, monkeypatch, system_prompt
+):
     """The demonstrations carry the system message the env runner will send (``model_config["system_prompt"]``),
-    and ``warm_start.json`` records it."""
+    ``warm_start.json`` records it, and a run sending another one is refused."""
     collected = []
 
     def recording(*args, **kwargs):
@@ -205,13 +209,25 @@ def test_the_warm_start_tokenises_its_demonstrations_with_the_policys_system_mes
 
     # The package's ``warm_start`` is the function; the module is patched where it looks the name up.
     monkeypatch.setattr(importlib.import_module("rllib_proxmo.sft.warm_start"), "collect_demonstrations", recording)
-    result, _ = _warm_start(_guess_config(model_dir, code_length=2, system_prompt="look"), tmp_path)
+    result, _ = _warm_start(_guess_config(model_dir, code_length=2, system_prompt=system_prompt), tmp_path)
     tokenizer = _policy(model_dir).tokenizer
     env = make_llm_env(TextGuessEnv(code_length=2, max_steps=5), template="alfworld-compact", require_think=False)
     prompt, _ = env.reset(seed=FineTuneSettings().seed, options={"task_id": int(collected[0].task_id)})
-    assert collected[0].turns[0].prompt_ids == chat.prompt_ids(tokenizer, prompt, "look")
+    assert collected[0].turns[0].prompt_ids == chat.prompt_ids(tokenizer, prompt, system_prompt)
     assert collected[0].turns[0].prompt_ids != chat.prompt_ids(tokenizer, prompt)
-    assert json.loads((result.model_dir / "warm_start.json").read_text())["system_prompt"] == "look"
+    summary_file = result.model_dir / "warm_start.json"
+    summary = json.loads(summary_file.read_text())
+    assert summary["system_prompt"] == system_prompt
+    check_framing(result.model_dir, system_prompt)
+    check_framing(model_dir, None)  # not a warm start: nothing to compare
+    with pytest.raises(ValueError, match=f"system message {system_prompt!r} .* system_prompt=None; warm-start again"):
+        check_framing(result.model_dir, None)
+    # A warm start saved before the setting existed was framed by the template's default.
+    del summary["system_prompt"]
+    summary_file.write_text(json.dumps(summary))
+    check_framing(result.model_dir, None)
+    with pytest.raises(ValueError, match=f"the chat template's default .* system_prompt={system_prompt!r}"):
+        check_framing(result.model_dir, system_prompt)
 
 
 def test_relabelling_keeps_the_policy_states_with_the_expert_answer_there(model_dir):
